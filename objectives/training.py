@@ -1,0 +1,223 @@
+"""The training loop of the built-in objectives: supervised classification, one yield per epoch.
+
+Read top to bottom like airbench: setup, the epoch loop (shuffle, step, check for divergence),
+evaluation, metrics. The tricks, each with its reason at the line that does it:
+
+* batches are cut by index from tensors already on the device (no DataLoader);
+* the last partial batch of an epoch is dropped, so every step sees ``batch_size`` samples:
+  the step count is exactly ``epochs * (n_train // batch_size)``, the learning-rate schedule is
+  a function of the step alone, and throughput is not skewed by one small slow batch;
+* the learning rate is set before every optimizer step from :func:`lr_factor`;
+* per-step losses stay on the device and are checked for divergence every
+  ``_CHECK_EVERY[device]`` steps, because reading a CUDA scalar blocks until the GPU catches up;
+* on CUDA: channels_last and bf16 autocast (fast tensor-core convolutions, no loss scaling);
+  on CPU: plain float32, for which the same seed gives bit-identical metrics.
+
+Divergence -- a non-finite step loss, or one above ten times the first step's -- ends the run
+with a final metrics dict whose ``diverged`` is True; it never raises, so one exploding trial is
+a recorded outcome and not a crashed study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from objectives.augment import augmentation_for
+from objectives.data import Dataset
+from objectives.optimizers import make_optimizer
+from objectives.params import Hyperparams
+from objectives.schedule import lr_factor
+
+# A step loss above this multiple of the first step's loss counts as divergence.
+_DIVERGENCE_FACTOR = 10.0
+# Steps between divergence checks. A CPU check is a cheap read; a CUDA one stalls the pipeline,
+# so it is amortized (a diverged run then wastes at most 31 steps, still within the epoch).
+_CHECK_EVERY = {"cpu": 1, "cuda": 32}
+_EVAL_BATCH_SIZE = 1024
+
+
+def train_classifier(
+    params: dict[str, Any], data: Dataset, model: nn.Module
+) -> Iterator[dict[str, Any]]:
+    """Train ``model`` on ``data`` with the standard ``params``; yield metrics after each epoch.
+
+    ``model`` is used as given (seed the global RNG before building it for reproducible
+    initial weights); it is moved to the data's device. Unknown keys of ``params`` are ignored.
+    """
+    hp = Hyperparams.from_params(params)
+    device = data.x_train.device
+
+    #############################################
+    #                  Setup                    #
+    #############################################
+
+    n_train = len(data.x_train)
+    steps_per_epoch = n_train // hp.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size={hp.batch_size} exceeds the {n_train} training samples")
+    total_steps = hp.epochs * steps_per_epoch
+    warmup_steps = hp.warmup_epochs * steps_per_epoch
+
+    torch.manual_seed(hp.seed)
+    # One generator drives shuffling and augmentation, so a seed replays the whole data stream.
+    generator = torch.Generator(device=device).manual_seed(hp.seed)
+    if device.type == "cuda":
+        # Shapes are fixed (partial batches dropped), so cuDNN's autotuning pays off after step 1.
+        torch.backends.cudnn.benchmark = True
+        model = model.to(device, memory_format=torch.channels_last)
+    else:
+        model = model.to(device)
+    optimizer = make_optimizer(
+        hp.optimizer, model.parameters(), hp.lr, hp.momentum, hp.weight_decay
+    )
+    augment = augmentation_for(data.name, data.x_train.shape[-1]) if hp.augment else None
+    check_every = _CHECK_EVERY[device.type]
+
+    step = 0  # optimizer steps taken so far, over all epochs
+    loss_limit: torch.Tensor | None = None
+    lr_now = hp.lr * lr_factor(0, total_steps, warmup_steps, hp.decay)
+
+    #############################################
+    #                 Training                  #
+    #############################################
+
+    for epoch in range(1, hp.epochs + 1):
+        epoch_start = _now(device)
+        model.train()
+        losses = torch.empty(steps_per_epoch, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        order = torch.randperm(n_train, generator=generator, device=device)
+        steps_done = checked = 0
+        diverged = False
+
+        for i in range(steps_per_epoch):
+            index = order[i * hp.batch_size : (i + 1) * hp.batch_size]
+            inputs, labels = data.x_train[index], data.y_train[index]
+            if augment is not None:
+                inputs = augment(inputs, generator)
+            inputs = _to_model_layout(inputs)
+
+            lr_now = hp.lr * lr_factor(step, total_steps, warmup_steps, hp.decay)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now
+
+            with _autocast(device):
+                logits = model(inputs)
+            loss = F.cross_entropy(logits.float(), labels)
+            losses[i] = loss.detach()
+            correct += (logits.argmax(dim=1) == labels).sum()
+            steps_done = i + 1
+            if loss_limit is None:
+                loss_limit = _DIVERGENCE_FACTOR * losses[0]
+
+            # Checked before backward, so on CPU a diverged loss never reaches the weights.
+            if steps_done % check_every == 0 or steps_done == steps_per_epoch:
+                if not _healthy(losses[checked:steps_done], loss_limit):
+                    diverged = True
+                    break
+                checked = steps_done
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+
+        train_seconds = _now(device) - epoch_start
+        val_loss, val_accuracy = evaluate(model, data.x_val, data.y_val)
+        epoch_losses = losses[:steps_done]
+        yield {
+            "epoch": epoch,
+            "val_accuracy": val_accuracy,
+            "val_loss": val_loss,
+            "train_loss": float(epoch_losses.mean()),
+            # Measured on the (augmented) batches as trained, before each step's update.
+            "train_accuracy": float(correct) / (steps_done * hp.batch_size),
+            "samples_per_s": steps_done * hp.batch_size / train_seconds,
+            "loss_oscillation": loss_oscillation(epoch_losses),
+            "diverged": diverged,
+            "lr": lr_now,
+            "epoch_time_s": _now(device) - epoch_start,
+            "steps": step,
+        }
+        if diverged:
+            return
+
+
+#############################################
+#                Evaluation                 #
+#############################################
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode.
+
+    Non-finite logits (from a diverged model) count as 0 for the accuracy, which therefore is
+    always a finite number; the loss is then NaN or inf, as it should be.
+    """
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for start in range(0, len(x), _EVAL_BATCH_SIZE):
+        inputs = _to_model_layout(x[start : start + _EVAL_BATCH_SIZE])
+        labels = y[start : start + _EVAL_BATCH_SIZE]
+        with _autocast(x.device):
+            logits = model(inputs).float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        finite = torch.nan_to_num(logits, nan=0.0, posinf=0.0, neginf=0.0)
+        correct += (finite.argmax(dim=1) == labels).sum()
+    model.train()
+    return float(loss_sum) / len(x), float(correct) / len(x)
+
+
+#############################################
+#                  Metrics                  #
+#############################################
+
+
+def loss_oscillation(losses: torch.Tensor) -> float:
+    """Scale-free step-to-step noise of the training loss over one epoch.
+
+    ``sqrt(mean((l[t+1] - l[t])**2)) / mean(l)``: the RMS of successive differences of the
+    per-step losses, divided by their mean. Differencing removes the slow downward trend and
+    keeps the batch-to-batch noise (R2: small batches oscillate more); dividing by the mean makes
+    epochs with different loss levels comparable. NaN for fewer than two steps.
+    """
+    if len(losses) < 2:
+        return math.nan
+    diffs = losses[1:] - losses[:-1]
+    return float(diffs.pow(2).mean().sqrt() / losses.mean())
+
+
+def _healthy(losses: torch.Tensor, limit: torch.Tensor) -> bool:
+    # One reduction and one device-to-host read for the whole window of steps.
+    return bool((torch.isfinite(losses) & (losses <= limit)).all())
+
+
+def _now(device: torch.device) -> float:
+    # CUDA work is asynchronous: without a sync the clock would stop before the GPU does.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    # bf16 keeps float32's exponent range, so unlike fp16 it needs no loss scaling.
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_model_layout(images: torch.Tensor) -> torch.Tensor:
+    # channels_last is what tensor-core convolutions want; on CPU it would only cost a copy.
+    if images.is_cuda:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images

@@ -1,0 +1,1 @@
+"""liandan service: study specs, plans, Ray Tune runner, storage, API, reports."""

@@ -1,0 +1,134 @@
+"""Run a study: the plan's trials on Ray Tune, recorded in Optuna as they happen.
+
+    spec ──► Plan ──► StudySearch (one OptunaSearch per arm) ─┐
+                      PerArmScheduler (ASHA/median/hyperband) ├─► Tuner.fit() on Ray
+                      run_trial (objective's epochs)         ─┘
+
+Ray starts in-process unless `ray_address` names an existing cluster. Running the same
+spec against the same storage again resumes it: finished trials are kept, trials a dead
+driver left RUNNING are failed and their budget re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import ray
+from ray import tune
+from rich.console import Console
+
+from service.plan import Plan, make_plan
+from service.progress import ProgressCallback
+from service.schedulers import PerArmScheduler
+from service.search import Ledger, StudySearch
+from service.spec import StudySpec
+from service.storage import open_storage
+from service.trainable import run_trial
+
+# What may differ between two runs of one study: how much to run and where, not what.
+RESUMABLE_FIELDS = {"budget", "resources", "rules"}
+
+
+class StudyConflict(ValueError):
+    """The storage holds a study of this name that searches something else."""
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    ledger: Ledger
+    wall_s: float
+    started: int  # trials this run started (0 when the study was already finished)
+
+
+def check_compatible(spec: StudySpec, plan: Plan, storage: optuna.storages.BaseStorage) -> None:
+    """Refuse to mix two different searches in one study (a resume must be the same study)."""
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    mine = {k: v for k, v in spec.model_dump(mode="json").items() if k not in RESUMABLE_FIELDS}
+    for name in plan.study_names:
+        if name not in existing:
+            continue
+        theirs = existing[name].user_attrs.get("spec")
+        if theirs is None:
+            raise StudyConflict(f"study {name!r} exists in the storage but was not made by "
+                                "liandan; choose another name")
+        theirs = {k: v for k, v in theirs.items() if k not in RESUMABLE_FIELDS}
+        if theirs != mine:
+            diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+            raise StudyConflict(
+                f"study {name!r} already exists with a different spec (differs in: "
+                f"{', '.join(diff)}); rename the study, or run the original spec to resume it")
+
+
+def ensure_ray(address: str | None, data_root: str | None = None) -> bool:
+    """Connect to `address` or start Ray in-process; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    env = {"PYTHONPATH": os.pathsep.join(
+        [os.getcwd(), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])}
+    for key in ("LIANDAN_DATA_ROOT",):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    if data_root:
+        env["LIANDAN_DATA_ROOT"] = str(Path(data_root).resolve())
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, runtime_env={"env_vars": env})
+    return True
+
+
+def run_study(spec: StudySpec, storage_url: str | None = None, *,
+              ray_address: str | None = None, show_progress: bool = True,
+              data_root: str | None = None, console: Console | None = None) -> RunResult:
+    t0 = time.perf_counter()
+    plan = make_plan(spec)
+    storage = open_storage(storage_url)
+    check_compatible(spec, plan, storage)
+    ledger = Ledger(spec.direction)
+    search = StudySearch(plan, storage, ledger)
+    todo = search.remaining
+    if todo == 0:
+        return RunResult(plan, ledger, time.perf_counter() - t0, 0)
+
+    # Tune's CSV/JSON/TensorBoard loggers duplicate what Optuna records; skip them.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's end-of-run result grid reads those logs back and warns when they are absent.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    started_ray = ensure_ray(ray_address, data_root)
+    res = spec.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, objective=spec.objective, cpus=res.cpu),
+        {"cpu": res.cpu, "gpu": res.gpu},
+    )
+    progress = ProgressCallback(ledger, todo, console) if show_progress else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="liandan-tune-") as tune_dir:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=search, scheduler=PerArmScheduler(plan, ledger),
+                    num_samples=todo, max_concurrent_trials=spec.budget.max_concurrent,
+                    reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    name=spec.name, storage_path=tune_dir, verbose=0,
+                    callbacks=[progress] if progress else [],
+                ),
+            )
+            if progress:
+                with progress:
+                    tuner.fit()
+            else:
+                tuner.fit()
+    finally:
+        if started_ray:
+            ray.shutdown()
+        sys.stdout.flush()
+    return RunResult(plan, ledger, time.perf_counter() - t0, todo)
