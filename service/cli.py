@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import optuna
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from service.spec import SpecError, load_spec
@@ -51,7 +53,7 @@ def _status_table(statuses) -> Table:
                 for k, v in best.params.items() if k in st.searched)
             running = f" · {c['RUNNING']} running" if c["RUNNING"] else ""
             table.add_row(
-                st.name + (f" [{arm.arm}]" if arm.arm else ""),
+                escape(st.name + (f" [{arm.arm}]" if arm.arm else "")),
                 f"{c['COMPLETE']}/{c['PRUNED']}/{c['FAIL']} · {c['diverged']}{running}",
                 _fmt(None if best is None else best.value), seeds, params)
     return table
@@ -76,7 +78,8 @@ def run(
         console.print(str(err), markup=False)
         raise typer.Exit(2) from None
     url = _storage(storage)
-    console.print(f"study [bold]{spec.name}[/bold] · objective {spec.objective} · "
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says it better
+    console.print(f"study [bold]{escape(spec.name)}[/bold] · objective {spec.objective} · "
                   f"storage {describe(url)}")
     try:
         result = run_study(spec, url, ray_address=ray_address, show_progress=progress,

@@ -1,0 +1,174 @@
+"""The runner on real Ray and real SQLite: trial records, pruning, divergence, failures,
+samplers, resuming. Pure-Python objectives keep these fast; `test_cli` runs digits_cnn."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from service.runner import StudyConflict, run_study
+from service.spec import validate_spec
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def spec_of(**overrides):
+    base = {
+        "name": "toy",
+        "objective": "toy_objectives:quadratic",
+        "metric": "val_loss",
+        "direction": "minimize",
+        "nuisance": {"x": {"low": -2.0, "high": 3.0}},
+        "fixed": {"epochs": 4},
+        "budget": {"trials": 6, "seeds": 0, "max_concurrent": 2},
+        "search": {"sampler": "random", "pruner": "none", "seed": 0},
+    }
+    base.update(overrides)
+    return validate_spec(base)
+
+
+def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).trials
+
+
+def test_user_objective_records_the_trial_contract(sqlite_url):
+    result = run_study(spec_of(), sqlite_url, show_progress=False)
+    trials = trials_of(sqlite_url, "toy")
+    assert result.started == 6 and len(trials) == 6
+    for t in trials:
+        assert t.state == TrialState.COMPLETE
+        assert set(t.params) == {"x", "epochs", "seed"}
+        assert sorted(t.intermediate_values) == [1, 2, 3, 4]  # the last epoch included
+        assert t.value == pytest.approx(t.intermediate_values[4])
+        assert t.user_attrs["role"] == "tune"
+        assert t.user_attrs["device"] == "cpu"
+        assert len(t.user_attrs["node_id"]) > 20
+        assert t.user_attrs["val_loss"] == pytest.approx(t.value)
+        assert t.user_attrs["epoch"] == 4
+        # A pure-Python objective never pays for importing torch in its worker.
+        assert t.user_attrs["torch_loaded"] is False
+
+
+def test_arms_get_equal_budgets_and_seed_reruns_of_their_best(sqlite_url):
+    spec = spec_of(
+        objective="toy_objectives:accuracy_curve", metric="val_accuracy", direction="maximize",
+        scientific={"epochs": [3, 5]}, nuisance={"lr": {"low": 1e-3, "high": 0.5, "log": True}},
+        fixed={}, budget={"trials": 5, "seeds": 3, "max_concurrent": 2},
+    )
+    run_study(spec, sqlite_url, show_progress=False)
+    for arm in ("epochs=3", "epochs=5"):
+        study = optuna.load_study(study_name=f"toy[{arm}]", storage=sqlite_url)
+        assert study.user_attrs["arm"] == arm and study.user_attrs["spec_name"] == "toy"
+        tune = [t for t in study.trials if t.user_attrs["role"] == "tune"]
+        seeds = [t for t in study.trials if t.user_attrs["role"] == "seed"]
+        assert len(tune) == 5 and len(seeds) == 3
+        assert all(t.user_attrs["arm"] == arm for t in study.trials)
+        best = max((t for t in tune if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+        for t in seeds:
+            assert t.state == TrialState.COMPLETE
+            assert t.params["lr"] == best.params["lr"]  # the arm's best, re-run
+        assert sorted(t.params["seed"] for t in seeds) == [1000, 1001, 1002]
+        assert sorted(t.user_attrs["seed_seen"] for t in seeds) == [1000, 1001, 1002]
+        assert {t.params["seed"] for t in tune} == {0}
+
+
+def test_asha_stopped_trials_are_pruned_not_complete(sqlite_url):
+    spec = spec_of(
+        objective="toy_objectives:accuracy_curve", metric="val_accuracy", direction="maximize",
+        nuisance={"lr": {"low": 1e-4, "high": 0.9, "log": True}}, fixed={"epochs": 9},
+        budget={"trials": 12, "seeds": 0, "max_concurrent": 2},
+        search={"sampler": "random", "pruner": "asha", "seed": 3},
+    )
+    run_study(spec, sqlite_url, show_progress=False)
+    trials = trials_of(sqlite_url, "toy")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned, "ASHA at reduction factor 3 over 12 trials must stop some"
+    for t in pruned:
+        assert max(t.intermediate_values) < 9
+        assert t.value == t.intermediate_values[max(t.intermediate_values)]
+        assert t.user_attrs["role"] == "tune" and "node_id" in t.user_attrs
+    for t in complete:
+        assert sorted(t.intermediate_values) == list(range(1, 10))
+
+
+def test_diverged_trial_is_recorded_and_the_study_goes_on(sqlite_url):
+    spec = spec_of(
+        objective="toy_objectives:accuracy_curve", metric="val_accuracy", direction="maximize",
+        nuisance={"lr": [0.03, 5.0, 0.1]}, fixed={"epochs": 4},
+        budget={"trials": 3, "seeds": 0, "max_concurrent": 1},
+        search={"sampler": "grid", "pruner": "none"},
+    )
+    result = run_study(spec, sqlite_url, show_progress=False)
+    trials = {t.params["lr"]: t for t in trials_of(sqlite_url, "toy")}
+    assert set(trials) == {0.03, 5.0, 0.1}
+    bad = trials[5.0]
+    assert bad.state == TrialState.COMPLETE and bad.user_attrs["diverged"] is True
+    assert bad.value == pytest.approx(0.1) and max(bad.intermediate_values) == 2
+    assert all(trials[lr].user_attrs["diverged"] is False for lr in (0.03, 0.1))
+    assert result.ledger.outcomes["diverged"] == 1 and result.ledger.outcomes["complete"] == 2
+
+
+def test_a_failing_objective_is_a_failed_trial_not_a_failed_study(sqlite_url):
+    spec = spec_of(objective="toy_objectives:broken", nuisance={"x": [0.2, 0.9, 0.4]},
+                   fixed={}, budget={"trials": 3, "seeds": 0, "max_concurrent": 2},
+                   search={"sampler": "grid", "pruner": "none"})
+    run_study(spec, sqlite_url, show_progress=False)
+    states = {t.params["x"]: t.state for t in trials_of(sqlite_url, "toy")}
+    assert states == {0.2: TrialState.COMPLETE, 0.9: TrialState.FAIL, 0.4: TrialState.COMPLETE}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes", "gp"])
+def test_every_sampler_runs_its_budget(sqlite_url, sampler):
+    x = {"low": -2.0, "high": 3.0, "step": 0.5} if sampler == "grid" else {"low": -2.0,
+                                                                           "high": 3.0}
+    spec = spec_of(nuisance={"x": x}, budget={"trials": 8, "seeds": 0, "max_concurrent": 2},
+                   search={"sampler": sampler, "pruner": "none", "seed": 1})
+    run_study(spec, sqlite_url, show_progress=False)
+    trials = trials_of(sqlite_url, "toy")
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    if sampler == "grid":
+        assert len({t.params["x"] for t in trials}) == 8  # no grid point twice
+
+
+@pytest.mark.parametrize("pruner", ["asha", "median", "hyperband", "none"])
+def test_every_pruner_keeps_the_record_contract(sqlite_url, pruner):
+    spec = spec_of(objective="toy_objectives:accuracy_curve", metric="val_accuracy",
+                   direction="maximize", nuisance={"lr": {"low": 1e-4, "high": 0.9, "log": True}},
+                   fixed={"epochs": 6}, budget={"trials": 8, "seeds": 0, "max_concurrent": 2},
+                   search={"sampler": "random", "pruner": pruner, "seed": 5})
+    run_study(spec, sqlite_url, show_progress=False)
+    trials = trials_of(sqlite_url, "toy")
+    assert len(trials) == 8
+    for t in trials:
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        last = max(t.intermediate_values)
+        assert t.value == pytest.approx(t.intermediate_values[last])
+        assert (last == 6) == (t.state == TrialState.COMPLETE)
+    if pruner == "none":
+        assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_running_again_resumes_without_rerunning_finished_trials(sqlite_url):
+    spec = spec_of()
+    run_study(spec, sqlite_url, show_progress=False)
+    # A driver that died mid-study leaves a RUNNING trial behind.
+    study = optuna.load_study(study_name="toy", storage=sqlite_url)
+    stale = study.ask({"x": optuna.distributions.FloatDistribution(-2, 3)})
+    stale.set_user_attr("role", "tune")
+    bigger = spec.model_copy(update={"budget": spec.budget.model_copy(update={"trials": 8})})
+    result = run_study(bigger, sqlite_url, show_progress=False)
+    assert result.started == 2
+    trials = trials_of(sqlite_url, "toy")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["fail_reason"] for t in failed] == ["interrupted"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 8
+    assert run_study(bigger, sqlite_url, show_progress=False).started == 0
+
+
+def test_a_different_spec_under_the_same_name_is_refused(sqlite_url):
+    run_study(spec_of(), sqlite_url, show_progress=False)
+    other = spec_of(nuisance={"x": {"low": 0.0, "high": 1.0}})
+    with pytest.raises(StudyConflict, match="nuisance"):
+        run_study(other, sqlite_url, show_progress=False)
