@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 import ray
@@ -43,7 +44,14 @@ def run_trial(config: dict[str, Any], objective: str, cpus: float) -> None:
 
         torch.set_num_threads(max(1, int(cpus)))
     node_id = ray.get_runtime_context().get_node_id()
-    for metrics in fn(dict(config)):
+    compute_s = 0.0  # time spent inside the objective: what Ray and Optuna add is the rest
+    epochs = iter(fn(dict(config)))
+    while True:
+        start = time.perf_counter()
+        metrics = next(epochs, None)
+        compute_s += time.perf_counter() - start
+        if metrics is None:
+            return
         report = {k: _clean(v) for k, v in metrics.items()}
-        report["node_id"], report["device"] = node_id, device_name
+        report.update(node_id=node_id, device=device_name, compute_s=compute_s)
         tune.report(report)

@@ -172,3 +172,15 @@ def test_a_different_spec_under_the_same_name_is_refused(sqlite_url):
     other = spec_of(nuisance={"x": {"low": 0.0, "high": 1.0}})
     with pytest.raises(StudyConflict, match="nuisance"):
         run_study(other, sqlite_url, show_progress=False)
+
+
+@pytest.mark.postgres
+def test_postgresql_storage_records_the_same_contract(pg_url):
+    spec = spec_of(budget={"trials": 4, "seeds": 1, "max_concurrent": 2})
+    run_study(spec, pg_url, show_progress=False)
+    trials = trials_of(pg_url, "toy")
+    assert len(trials) == 5
+    assert [t.user_attrs["role"] for t in trials].count("seed") == 1
+    for t in trials:
+        assert t.state == TrialState.COMPLETE
+        assert sorted(t.intermediate_values) == [1, 2, 3, 4]

@@ -1,0 +1,232 @@
+"""What Ray and the service add over a bare training loop (issue: core).
+
+One 24-trial digits study (a 3x2x4 grid, 12 epochs, no pruning, so every way runs the
+same 24 configurations to the end), three ways, in one process tree:
+
+  bare     the objective called in a plain Python loop, sequentially (the limit)
+  optuna   plain Optuna `study.optimize`, sequential, SQLite storage, per-epoch reports
+  liandan  `run_study` at 2 concurrent trials of 1 CPU each (Ray started in-process)
+
+Then the training loop's samples/s against a hand-written loop of the same model and batch
+size, and the peak memory (PSS) of a whole `liandan run search_spaces/quickstart.yaml`,
+driver and Ray processes together.
+
+Targets on 2 cores: liandan >= 1.6x faster than plain sequential Optuna; wall time added
+per trial beyond (trial compute / concurrency) <= 25%; loop samples/s >= 0.95 of the bare
+hand-written loop; quickstart peak memory <= 4 GiB.
+
+    .venv/bin/python bench/overhead.py          # writes bench/results/overhead.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import optuna
+import psutil
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from objectives import resolve  # noqa: E402
+from objectives.data import load  # noqa: E402
+from objectives.models import SmallCNN  # noqa: E402
+from service.runner import ensure_ray, run_study  # noqa: E402
+from service.spec import validate_spec  # noqa: E402
+
+GRID = {"batch_size": [32, 64, 128], "optimizer": ["momentum", "adam"],
+        "lr": [0.003, 0.01, 0.03, 0.1]}
+FIXED = {"epochs": 12, "decay": "cosine", "seed": 0}
+SPEC = {
+    "name": "bench-overhead", "objective": "digits_cnn",
+    "nuisance": {k: v for k, v in GRID.items()}, "fixed": FIXED,
+    "budget": {"trials": 24, "seeds": 0, "max_concurrent": 2},
+    "search": {"sampler": "grid", "pruner": "none"}, "resources": {"cpu": 1, "gpu": 0},
+}
+
+
+def configs() -> list[dict]:
+    return [{"batch_size": b, "optimizer": o, "lr": lr, **FIXED}
+            for b in GRID["batch_size"] for o in GRID["optimizer"] for lr in GRID["lr"]]
+
+
+def bare(threads: int) -> dict:
+    torch.set_num_threads(threads)
+    objective = resolve("digits_cnn")
+    times = []
+    t0 = time.perf_counter()
+    for config in configs():
+        t = time.perf_counter()
+        for _ in objective(config):
+            pass
+        times.append(time.perf_counter() - t)
+    return {"wall_s": time.perf_counter() - t0, "trial_s": times, "threads": threads}
+
+
+def plain_optuna(threads: int, db: Path) -> dict:
+    torch.set_num_threads(threads)
+    objective = resolve("digits_cnn")
+
+    def run(trial: optuna.Trial) -> float:
+        params = {"batch_size": trial.suggest_categorical("batch_size", GRID["batch_size"]),
+                  "optimizer": trial.suggest_categorical("optimizer", GRID["optimizer"]),
+                  "lr": trial.suggest_categorical("lr", GRID["lr"]), **FIXED}
+        value = 0.0
+        for metrics in objective(params):
+            value = metrics["val_accuracy"]
+            trial.report(value, metrics["epoch"])
+        return value
+
+    study = optuna.create_study(storage=f"sqlite:///{db}", direction="maximize",
+                                sampler=optuna.samplers.GridSampler(GRID))
+    t0 = time.perf_counter()
+    study.optimize(run, n_trials=24)
+    return {"wall_s": time.perf_counter() - t0, "threads": threads}
+
+
+def liandan(db: Path) -> dict:
+    t0 = time.perf_counter()
+    ensure_ray(None)
+    ray_start = time.perf_counter() - t0
+    spec = validate_spec(SPEC)
+    t1 = time.perf_counter()
+    run_study(spec, f"sqlite:///{db}", show_progress=False)
+    run_s = time.perf_counter() - t1
+    study = optuna.load_study(study_name="bench-overhead", storage=f"sqlite:///{db}")
+    # Time inside the objective, measured by the worker around each epoch's `next()`.
+    per_trial = [t.user_attrs["compute_s"] for t in study.trials]
+    import ray
+
+    ray.shutdown()
+    return {"wall_s": run_s, "ray_start_s": ray_start, "trial_compute_s": per_trial,
+            "n_trials": len(study.trials), "concurrency": 2}
+
+
+def loop_throughput(batch_size: int = 64, epochs: int = 6, repeats: int = 3) -> dict:
+    """train_classifier's samples/s vs a hand-written loop, same model/batch/threads."""
+    torch.set_num_threads(1)
+    data = load("digits", "cpu")
+    objective = resolve("digits_cnn")
+    ours = []
+    for r in range(repeats):
+        metrics = list(objective({"batch_size": batch_size, "optimizer": "momentum",
+                                  "lr": 0.05, "epochs": epochs, "seed": r}))
+        ours += [m["samples_per_s"] for m in metrics[1:]]  # epoch 1 is warm-up
+    bare_rates = []
+    for r in range(repeats):
+        torch.manual_seed(r)
+        model = SmallCNN(1, 10, 32, batchnorm=True)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        n = len(data.x_train)
+        steps = n // batch_size
+        for epoch in range(epochs):
+            t = time.perf_counter()
+            order = torch.randperm(n)
+            for i in range(steps):
+                idx = order[i * batch_size:(i + 1) * batch_size]
+                loss = torch.nn.functional.cross_entropy(model(data.x_train[idx]),
+                                                         data.y_train[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if epoch > 0:
+                bare_rates.append(steps * batch_size / (time.perf_counter() - t))
+    ours_med, bare_med = statistics.median(ours), statistics.median(bare_rates)
+    return {"batch_size": batch_size, "threads": 1, "liandan_samples_per_s": ours_med,
+            "bare_samples_per_s": bare_med, "ratio": ours_med / bare_med}
+
+
+def quickstart_peak_memory(db: Path) -> dict:
+    """Peak summed PSS of the `liandan run` process tree (driver + Ray processes)."""
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "liandan"), "run", str(ROOT / "search_spaces" /
+         "quickstart.yaml"), "--storage", f"sqlite:///{db}", "--no-progress"],
+        cwd=db.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = psutil.Process(proc.pid)
+    peak, peak_procs, stop = 0, 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak, peak_procs
+        while not stop.is_set():
+            total, count = 0, 0
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for p in procs:
+                try:
+                    total += p.memory_full_info().pss
+                    count += 1
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            if total > peak:
+                peak, peak_procs = total, count
+            time.sleep(0.25)
+
+    sampler = threading.Thread(target=sample)
+    t0 = time.perf_counter()
+    sampler.start()
+    rc = proc.wait()
+    stop.set()
+    sampler.join()
+    return {"returncode": rc, "wall_s": time.perf_counter() - t0,
+            "peak_pss_gib": peak / 2**30, "processes_at_peak": peak_procs}
+
+
+def main() -> None:
+    out: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                             "torch": torch.__version__, "device": "cpu"},
+                 "study": "24 digits_cnn trials, grid 3x2x4, 12 epochs, no pruning"}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        out["bare"] = bare(threads=os.cpu_count() or 1)
+        print(f"bare loop, sequential:        {out['bare']['wall_s']:6.1f} s")
+        out["optuna"] = plain_optuna(os.cpu_count() or 1, tmp / "optuna.db")
+        print(f"plain Optuna, sequential:     {out['optuna']['wall_s']:6.1f} s")
+        out["liandan"] = liandan(tmp / "liandan.db")
+        lw = out["liandan"]
+        print(f"liandan, 2 concurrent:        {lw['wall_s']:6.1f} s "
+              f"(+ {lw['ray_start_s']:.1f} s starting Ray)")
+        ideal = sum(lw["trial_compute_s"]) / lw["concurrency"]
+        out["ratios"] = {
+            "speedup_vs_plain_optuna": out["optuna"]["wall_s"] / lw["wall_s"],
+            "speedup_vs_plain_optuna_incl_ray_start":
+                out["optuna"]["wall_s"] / (lw["wall_s"] + lw["ray_start_s"]),
+            "optuna_over_bare": out["optuna"]["wall_s"] / out["bare"]["wall_s"],
+            "added_wall_per_trial_fraction": (lw["wall_s"] - ideal) / ideal,
+            "added_wall_per_trial_s": (lw["wall_s"] - ideal) / lw["n_trials"],
+        }
+        r = out["ratios"]
+        print(f"speed-up vs plain Optuna:     {r['speedup_vs_plain_optuna']:.2f}x "
+              f"({r['speedup_vs_plain_optuna_incl_ray_start']:.2f}x with Ray start)"
+              "   target >= 1.6x")
+        print(f"wall added per trial:         {100 * r['added_wall_per_trial_fraction']:.1f}% "
+              f"({r['added_wall_per_trial_s']:.3f} s) beyond compute/concurrency"
+              "   target <= 25%")
+        out["loop"] = loop_throughput()
+        print(f"training loop samples/s:      {out['loop']['liandan_samples_per_s']:.0f} vs "
+              f"bare {out['loop']['bare_samples_per_s']:.0f} = {out['loop']['ratio']:.3f}"
+              "   target >= 0.95")
+        out["quickstart_memory"] = quickstart_peak_memory(tmp / "qs.db")
+        m = out["quickstart_memory"]
+        print(f"quickstart peak memory (PSS): {m['peak_pss_gib']:.2f} GiB over "
+              f"{m['processes_at_peak']} processes, {m['wall_s']:.0f} s   target <= 4 GiB")
+    path = ROOT / "bench" / "results" / "overhead.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"saved {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
