@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from rich.console import Console
 from service.plan import Plan, make_plan
 from service.progress import ProgressCallback
 from service.schedulers import PerArmScheduler
-from service.search import Ledger, StudySearch
+from service.search import DriverOnly, Ledger, StudySearch
 from service.spec import StudySpec
 from service.storage import open_storage
 from service.trainable import run_trial
@@ -40,12 +41,34 @@ class StudyConflict(ValueError):
     """The storage holds a study of this name that searches something else."""
 
 
+class CancelStopper(DriverOnly, tune.Stopper):
+    """Ends the whole run when `should_stop()` says so (a cancelled study).
+
+    Tune asks `stop_all` every controller step (~0.1 s); the callback may hit a database,
+    so it is asked at most once a second.
+    """
+
+    def __init__(self, should_stop: Callable[[], bool], ledger: Ledger, every_s: float = 1.0):
+        self.should_stop, self.ledger, self.every_s = should_stop, ledger, every_s
+        self._next = 0.0
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if not self.ledger.cancelled and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every_s
+            self.ledger.cancelled = bool(self.should_stop())
+        return self.ledger.cancelled
+
+
 @dataclass
 class RunResult:
     plan: Plan
     ledger: Ledger
     wall_s: float
     started: int  # trials this run started (0 when the study was already finished)
+    cancelled: bool = False
 
 
 def check_compatible(spec: StudySpec, plan: Plan, storage: optuna.storages.BaseStorage) -> None:
@@ -85,7 +108,10 @@ def ensure_ray(address: str | None, data_root: str | None = None) -> bool:
 
 def run_study(spec: StudySpec, storage_url: str | None = None, *,
               ray_address: str | None = None, show_progress: bool = True,
-              data_root: str | None = None, console: Console | None = None) -> RunResult:
+              data_root: str | None = None, console: Console | None = None,
+              should_stop: Callable[[], bool] | None = None) -> RunResult:
+    """Run (or resume) `spec` to the end of its budget, or until `should_stop()` is true:
+    then running trials are stopped and recorded FAIL with `fail_reason=cancelled`."""
     t0 = time.perf_counter()
     plan = make_plan(spec)
     storage = open_storage(storage_url)
@@ -119,6 +145,7 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
                 ),
                 run_config=tune.RunConfig(
                     name=spec.name, storage_path=tune_dir, verbose=0,
+                    stop=CancelStopper(should_stop, ledger) if should_stop else None,
                     callbacks=[progress] if progress else [],
                 ),
             )
@@ -128,7 +155,8 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
             else:
                 tuner.fit()
     finally:
+        search.abandon_unfinished()
         if started_ray:
             ray.shutdown()
         sys.stdout.flush()
-    return RunResult(plan, ledger, time.perf_counter() - t0, todo)
+    return RunResult(plan, ledger, time.perf_counter() - t0, todo, ledger.cancelled)

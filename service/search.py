@@ -34,6 +34,9 @@ RAY_KEYS = frozenset(AUTO_RESULT_KEYS) | frozenset(DEBUG_METRICS) | {
     "done", "should_checkpoint", "__duplicate__", "experiment_tag", "trial_id",
 }
 INTERRUPTED = "interrupted"  # fail_reason of a trial whose driver died while it ran
+CANCELLED = "cancelled"  # fail_reason of a trial stopped because its study was cancelled
+# Trials that did not get to finish: a resumed study spends their budget again.
+UNFINISHED = (INTERRUPTED, CANCELLED)
 
 
 class DriverOnly:
@@ -57,6 +60,7 @@ class TrialInfo:
     ot_trial: optuna.Trial
     epochs: int | None  # planned epochs, when the objective takes `epochs`
     last_step: int = 0
+    last_result: dict | None = None
     stopped_by_scheduler: bool = False
 
 
@@ -68,6 +72,7 @@ class Ledger:
     trials: dict[str, TrialInfo] = field(default_factory=dict)
     outcomes: Counter = field(default_factory=Counter)  # complete, pruned, failed, diverged
     best: float | None = None
+    cancelled: bool = False  # set when the run was asked to stop; unfinished trials FAIL
 
     def improve(self, value: float) -> None:
         better = max if self.direction == "maximize" else min
@@ -117,7 +122,7 @@ class ArmSearch(OptunaSearch):
                 storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                 continue
-            if t.user_attrs.get("fail_reason") == INTERRUPTED:
+            if t.user_attrs.get("fail_reason") in UNFINISHED:
                 continue
             if t.user_attrs.get("role") == "seed":
                 if t.state == TrialState.COMPLETE:
@@ -157,6 +162,7 @@ class ArmSearch(OptunaSearch):
     # -- results ------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         info = self.ledger.trials[trial_id]
+        info.last_result = result
         value, step = result.get(self.metric), int(result[TRAINING_ITERATION])
         if _finite(value) and step > info.last_step:
             info.ot_trial.report(float(value), step)
@@ -181,6 +187,9 @@ class ArmSearch(OptunaSearch):
         if error:
             state, outcome = TrialState.FAIL, "failed"
             ot_trial.set_user_attr("fail_reason", "error")
+        elif self.ledger.cancelled and (ended_early or info.epochs is None) and not diverged:
+            state, outcome = TrialState.FAIL, "cancelled"
+            ot_trial.set_user_attr("fail_reason", CANCELLED)
         elif info.stopped_by_scheduler and ended_early and not diverged:
             state, outcome = TrialState.PRUNED, "pruned"
         elif not _finite(value):
@@ -196,7 +205,7 @@ class ArmSearch(OptunaSearch):
         if info.role == "seed":
             if state == TrialState.COMPLETE:
                 self.seeds_done.add(int(ot_trial.params["seed"]))
-        else:
+        elif outcome != "cancelled":
             self.tune_done += 1
 
     def _tell(self, ot_trial: optuna.Trial, state: TrialState, value: float | None) -> None:
@@ -243,6 +252,8 @@ class StudySearch(DriverOnly, Searcher):
 
     def suggest(self, trial_id: str) -> dict | None:
         plan = self.plan
+        if self.ledger.cancelled:
+            return Searcher.FINISHED
         # Tuning first, fewest-started arm next, so arms progress together.
         open_arms = [a for a in self.arms if self.tune_started[a.arm.index] < plan.trials_per_arm]
         if open_arms:
@@ -274,6 +285,24 @@ class StudySearch(DriverOnly, Searcher):
         owner = self._owner.pop(trial_id, None)
         if owner is not None:
             owner.on_trial_complete(trial_id, result, error)
+
+    def abandon_unfinished(self) -> int:
+        """Fail every trial Tune never completed (stopped with the run, or never started),
+        so nothing stays RUNNING in the storage; a resume spends their budget again."""
+        reason = CANCELLED if self.ledger.cancelled else INTERRUPTED
+        abandoned = 0
+        for trial_id, info in list(self.ledger.trials.items()):
+            owner = self._owner.pop(trial_id)
+            if info.epochs is not None and info.last_step >= info.epochs:
+                # It reported its last epoch; only Tune's completion event was lost.
+                owner.on_trial_complete(trial_id, info.last_result)
+                continue
+            info.ot_trial.set_user_attr("fail_reason", reason)
+            owner._tell(info.ot_trial, TrialState.FAIL, None)
+            self.ledger.outcomes["cancelled" if self.ledger.cancelled else "failed"] += 1
+            del self.ledger.trials[trial_id]
+            abandoned += 1
+        return abandoned
 
     # The Optuna storage is the checkpoint: a restarted run recovers from it (`_recover`).
     def save(self, checkpoint_path: str) -> None:

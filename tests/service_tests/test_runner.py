@@ -184,3 +184,24 @@ def test_postgresql_storage_records_the_same_contract(pg_url):
     for t in trials:
         assert t.state == TrialState.COMPLETE
         assert sorted(t.intermediate_values) == [1, 2, 3, 4]
+
+
+def test_cancel_stops_running_trials_and_a_resume_finishes_the_budget(sqlite_url):
+    import time
+
+    spec = spec_of(fixed={"epochs": 30, "sleep": 0.1},
+                   budget={"trials": 6, "seeds": 0, "max_concurrent": 2})
+    start = time.monotonic()
+    result = run_study(spec, sqlite_url, show_progress=False,
+                       should_stop=lambda: time.monotonic() - start > 4)
+    assert result.cancelled
+    assert time.monotonic() - start < 20  # stopped within an epoch or two, not at 6x3 s
+    trials = trials_of(sqlite_url, "toy")
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    cancelled = [t for t in trials if t.user_attrs.get("fail_reason") == "cancelled"]
+    assert cancelled and all(t.state == TrialState.FAIL for t in cancelled)
+    assert all(max(t.intermediate_values, default=0) < 30 for t in cancelled)
+    # Resuming spends the cancelled trials' budget again; finished ones are kept.
+    run_study(spec, sqlite_url, show_progress=False)
+    trials = trials_of(sqlite_url, "toy")
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
