@@ -127,5 +127,67 @@ def dashboard(
     optuna_dashboard.run_server(open_storage(url), host=host, port=port)
 
 
+OutOpt = Annotated[Path, typer.Option("--out", help="folder of the reports")]
+
+
+@app.command()
+def report(
+    study: Annotated[str, typer.Argument(help="study name (the spec's name)")],
+    storage: StorageOpt = None,
+    out: OutOpt = Path("reports"),
+) -> None:
+    """Write a study's report: markdown, findings JSON, plots, and a dashboard note."""
+    from service.report import ReportNameError
+    from service.rulebook.run import report_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        paths = report_study(_storage(storage), study, out)
+    except (ReportNameError, LookupError) as err:
+        console.print(f"[red]{escape(str(err))}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"report: {paths.markdown}")
+    console.print(f"findings: {paths.json}")
+    console.print(f"plots: {paths.plot_dir} ({len(paths.plots)})")
+    if paths.noted:
+        console.print(f"dashboard note saved on {len(paths.noted)} study(ies)")
+    for warning in paths.warnings:
+        console.print(f"[yellow]{escape(warning)}[/yellow]")
+
+
+@app.command()
+def rulebook(
+    objective: Annotated[str, typer.Option(
+        help="built-in name or package.module:function")] = "digits_cnn",
+    budget: Annotated[str, typer.Option(help="small or full")] = "small",
+    rules: Annotated[str | None, typer.Option(
+        help="comma-separated rule IDs, e.g. R1,R8 (default: all)")] = None,
+    out: OutOpt = Path("reports"),
+    storage: StorageOpt = None,
+    ray_address: RayAddressOpt = None,
+    progress: Annotated[bool, typer.Option(help="show each study's progress bar")] = False,
+) -> None:
+    """Run every rule's study on one objective and write one combined report."""
+    from service.rulebook.run import run_rulebook
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        result = run_rulebook(
+            objective, budget, rules.split(",") if rules else None, out, _storage(storage),
+            ray_address, show_progress=progress, console=console)
+    except ValueError as err:
+        console.print(f"[red]{escape(str(err))}[/red]")
+        raise typer.Exit(2) from None
+    table = Table(title=f"rulebook on {escape(objective)} ({budget})")
+    for column in ("rule", "verdict", "effect", "p (Holm)", "evidence"):
+        table.add_column(column, overflow="fold")
+    for f in result.findings:
+        table.add_row(f.rule, f.verdict, _fmt(f.effect), _fmt(f.p_adjusted), escape(f.evidence))
+    console.print(table)
+    console.print(f"wall time {result.wall_s:.1f} s")
+    console.print(f"report: {result.paths.markdown}")
+    console.print(f"findings: {result.paths.json}")
+
+
 if __name__ == "__main__":
     app()

@@ -35,6 +35,7 @@ from service.trainable import run_trial
 
 # What may differ between two runs of one study: how much to run and where, not what.
 RESUMABLE_FIELDS = {"budget", "resources", "rules"}
+MAX_RETRIES = 2
 
 
 class StudyConflict(ValueError):
@@ -125,6 +126,9 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
     # Tune's CSV/JSON/TensorBoard loggers duplicate what Optuna records; skip them.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A result without the metric (an objective's error, a user objective that forgot it)
+    # must end one trial as FAIL, not abort the whole run.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Tune's end-of-run result grid reads those logs back and warns when they are absent.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     started_ray = ensure_ray(ray_address, data_root)
@@ -146,6 +150,9 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
                 run_config=tune.RunConfig(
                     name=spec.name, storage_path=tune_dir, verbose=0,
                     stop=CancelStopper(should_stop, ledger) if should_stop else None,
+                    # A trial whose worker process or node died is started again elsewhere;
+                    # an objective's own exception is reported as a result, never retried.
+                    failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
                     callbacks=[progress] if progress else [],
                 ),
             )

@@ -7,6 +7,8 @@ scheduler; seed re-runs are never stopped (they measure the arm, they don't sear
 
 from __future__ import annotations
 
+import math
+
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import (
     AsyncHyperBandScheduler,
@@ -47,7 +49,7 @@ class PerArmScheduler(DriverOnly, FIFOScheduler):
         spec = plan.spec
         mode = "max" if spec.direction == "maximize" else "min"
         max_t = plan.max_epochs or UNBOUNDED_EPOCHS
-        self.ledger = ledger
+        self.ledger, self.metric_name = ledger, spec.metric
         self.by_arm = {
             arm.index: make_arm_scheduler(spec.search.pruner, spec.metric, mode, max_t)
             for arm in plan.arms
@@ -72,7 +74,9 @@ class PerArmScheduler(DriverOnly, FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         sched = self._arm_of.get(trial.trial_id)
-        if sched is None:
+        value = result.get(self.metric_name)
+        # NaN (a diverging trial) would poison the rung cutoffs of the arm's other trials.
+        if sched is None or not isinstance(value, int | float) or not math.isfinite(value):
             return TrialScheduler.CONTINUE
         decision = sched.on_trial_result(tune_controller, trial, result)
         if decision == TrialScheduler.STOP:

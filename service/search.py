@@ -26,6 +26,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from service.plan import Arm, Plan
+from service.trainable import ERROR_KEY
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class ArmSearch(OptunaSearch):
         diverged = bool(metrics.get("diverged"))
         step = int(result.get(TRAINING_ITERATION, 0))
         ended_early = info.epochs is not None and step < info.epochs
-        if error:
+        if error or ERROR_KEY in metrics:
             state, outcome = TrialState.FAIL, "failed"
             ot_trial.set_user_attr("fail_reason", "error")
         elif self.ledger.cancelled and (ended_early or info.epochs is None) and not diverged:

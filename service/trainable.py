@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+import traceback
 from typing import Any
 
 import ray
 from ray import tune
 
 from objectives import resolve
+
+ERROR_KEY = "error"  # a result carrying it ends the trial as FAIL with the message kept
 
 
 def _device() -> tuple[str, str]:
@@ -48,7 +51,15 @@ def run_trial(config: dict[str, Any], objective: str, cpus: float) -> None:
     epochs = iter(fn(dict(config)))
     while True:
         start = time.perf_counter()
-        metrics = next(epochs, None)
+        try:
+            metrics = next(epochs, None)
+        except Exception as exc:  # noqa: BLE001 - the objective's bug is the trial's outcome
+            # Reported, not raised: Ray retries a trial whose *worker* died (FailureConfig),
+            # but re-running a deterministic bug would only fail again, slower.
+            tune.report({ERROR_KEY: f"{type(exc).__name__}: {exc}",
+                         "traceback": traceback.format_exc(limit=8)[-4000:],
+                         "node_id": node_id, "device": device_name})
+            return
         compute_s += time.perf_counter() - start
         if metrics is None:
             return

@@ -115,8 +115,26 @@ def test_a_failing_objective_is_a_failed_trial_not_a_failed_study(sqlite_url):
                    fixed={}, budget={"trials": 3, "seeds": 0, "max_concurrent": 2},
                    search={"sampler": "grid", "pruner": "none"})
     run_study(spec, sqlite_url, show_progress=False)
-    states = {t.params["x"]: t.state for t in trials_of(sqlite_url, "toy")}
-    assert states == {0.2: TrialState.COMPLETE, 0.9: TrialState.FAIL, 0.4: TrialState.COMPLETE}
+    trials = {t.params["x"]: t for t in trials_of(sqlite_url, "toy")}
+    assert {x: t.state for x, t in trials.items()} == {
+        0.2: TrialState.COMPLETE, 0.9: TrialState.FAIL, 0.4: TrialState.COMPLETE}
+    failed = trials[0.9]
+    assert failed.user_attrs["fail_reason"] == "error"
+    assert failed.user_attrs["error"] == "RuntimeError: boom"
+    assert "toy_objectives.py" in failed.user_attrs["traceback"]
+
+
+def test_a_trial_whose_worker_dies_is_retried_and_completes(sqlite_url, tmp_path):
+    marker = tmp_path / "died-once"
+    spec = spec_of(objective="toy_objectives:dies_once", nuisance={"x": [0.0]},
+                   fixed={"marker": str(marker), "epochs": 3},
+                   budget={"trials": 1, "seeds": 0, "max_concurrent": 1},
+                   search={"sampler": "grid", "pruner": "none"})
+    run_study(spec, sqlite_url, show_progress=False)
+    assert marker.read_text() == "died"  # the first attempt really was killed
+    (trial,) = trials_of(sqlite_url, "toy")
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2, 3]
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes", "gp"])

@@ -1,0 +1,326 @@
+"""Run the rulebook: every rule's study on one objective, then one combined report.
+
+    rules ──► specs (search_spaces/rulebook/<budget>/<stem>.yaml, each run once)
+          ──► run_study per spec (objective and name replaced; resumes from the storage)
+          ──► each RuleCheck on its studies ──► finalize (Holm across the report)
+          ──► reports/rulebook-<objective>-<budget>.md/.json
+
+A rule that cannot be tested says why instead of being skipped: no check implemented yet,
+the objective does not honour a parameter the rule needs, or its study failed to run.
+`report_study` is the one-study form behind `liandan report`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from service.report import (
+    ReportContext,
+    ReportPaths,
+    check_name,
+    write_rulebook_report,
+    write_study_report,
+)
+from service.rulebook import registry
+from service.rulebook._base import Finding, RuleCheck, StudyData, finalize, load_study_data
+from service.rulebook._base import not_tested as _not_tested
+from service.spec import load_spec, validate_spec
+from service.storage import describe, open_storage
+
+__all__ = ["BUDGETS", "RulebookResult", "honoured_params", "report_study", "rulebook_name",
+           "run_rulebook", "slug", "study_name"]
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS_DIR = ROOT / "search_spaces" / "rulebook"
+BUDGETS = ("small", "full")
+DEFAULT_OBJECTIVE = "digits_cnn"
+MAX_NAME = 64
+# The blog's claims (RULES.md), for rules whose check does not exist yet: their finding
+# still needs a claim in the ◆ JSON.
+CLAIMS = {
+    "R1": "Power-of-two batch sizes run faster on a GPU than multiples of ten",
+    "R2": "Too-small batches give noisy gradients; loss oscillates and may not converge",
+    "R3": "Larger batches run faster per epoch but need more epochs to reach the same accuracy",
+    "R4": "Too-large batches fall into poor minima (worse generalization)",
+    "R5": "SGD with momentum moves faster than plain SGD and can escape local minima",
+    "R6": "AdaGrad's effective learning rate decays too early and too much",
+    "R7": "RMSProp fixes AdaGrad with an exponentially weighted average",
+    "R8": "Adam converges fast but generalizes worse; momentum + cosine decay converges well",
+    "R9": "Multiply batch size by k, multiply the learning rate by k (linear scaling)",
+    "R10": "Warmup stabilizes the start of training at large learning rates",
+    "R11": "Cosine decay to zero is a good, low-effort schedule",
+    "R12": "BatchNorm in conv nets helps",
+    "R13": "Weight decay is the best way to improve generalization",
+    "R14": "Data augmentation improves generalization",
+}
+
+
+# ------------------------------------------------------------------ names
+def slug(text: str) -> str:
+    """`text` as a name part: lowercase, runs of anything but a-z 0-9 as one '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "objective"
+
+
+def _join(prefix: str, objective: str, suffix: str = "") -> str:
+    """prefix-slug(objective)suffix, at most 64 characters; a slug cut short gets a hash of
+    the whole so two long objective names cannot share a study."""
+    part = slug(objective)
+    room = MAX_NAME - len(prefix) - len(suffix) - 1
+    if len(part) > room:
+        digest = hashlib.sha1(part.encode()).hexdigest()[:8]
+        part = part[:room - 9].rstrip("-") + "-" + digest
+    return check_name(f"{prefix}-{part}{suffix}")
+
+
+def study_name(stem: str, objective: str) -> str:
+    """The study a rulebook spec becomes for `objective`: 'batch-generalization-digits-cnn'."""
+    return _join(stem, objective)
+
+
+def rulebook_name(objective: str, budget: str) -> str:
+    """The combined report's name: 'rulebook-digits-cnn-small'."""
+    return _join("rulebook", objective, f"-{budget}")
+
+
+# ------------------------------------------------------------------ the objective's parameters
+def honoured_params(objective: str) -> tuple[frozenset[str] | None, str]:
+    """(the standard parameters `objective` honours, or None for 'assume all'; a note).
+
+    Built-ins honour every standard name. A user objective may declare its own as a
+    `params` attribute on the function; one that does not is assumed to honour what it is
+    given, and the note says so in the report.
+    """
+    import objectives
+
+    if objective in objectives.BUILTINS:
+        return frozenset(objectives.DEFAULTS), ""
+    fn = objectives.resolve(objective)
+    declared = getattr(fn, "params", None)
+    if isinstance(declared, set | frozenset | list | tuple):
+        return frozenset(map(str, declared)), ""
+    return None, (f"The objective `{objective}` does not declare the parameters it honours "
+                  "(a `params` attribute); it is assumed to honour every parameter a rule's "
+                  "spec gives it.")
+
+
+# ------------------------------------------------------------------ running
+@dataclass
+class RulebookResult:
+    findings: list[Finding]
+    paths: ReportPaths
+    wall_s: float
+    studies: dict[str, str] = field(default_factory=dict)  # stem -> study name, that ran
+    errors: dict[str, str] = field(default_factory=dict)  # stem -> why it did not run
+
+
+def _claim(rule: str, check: RuleCheck | None) -> str:
+    return check.claim if check is not None else CLAIMS.get(rule, rule)
+
+
+def _selected(rules: Iterable[str] | None) -> list[str]:
+    if rules is None:
+        return list(registry.RULE_IDS)
+    chosen = [r.strip().upper() for r in rules if r.strip()]
+    unknown = [r for r in chosen if r not in registry.RULE_IDS]
+    if unknown:
+        raise ValueError(f"unknown rule IDs {', '.join(unknown)}: use R1 to R14")
+    return [r for r in registry.RULE_IDS if r in chosen]  # registry order, each once
+
+
+def _run_spec(path: Path, objective: str, storage_url: str | None, ray_address: str | None,
+              show_progress: bool, console: Console) -> str:
+    """Run one rulebook spec for `objective`; returns the study name (raises on failure)."""
+    from service.runner import run_study
+
+    stem = path.stem
+    base = load_spec(path, check_objective=False).model_dump(mode="json")
+    spec = validate_spec({**base, "objective": objective, "name": study_name(stem, objective)})
+    result = run_study(spec, storage_url, ray_address=ray_address, show_progress=show_progress,
+                       console=console)
+    console.print(f"  {escape(spec.name)}: {result.started} trials run in "
+                  f"{result.wall_s:.1f} s" + (" (already complete)" if not result.started
+                                              else ""))
+    return spec.name
+
+
+def _check(check: RuleCheck, studies: dict[str, StudyData | None], plot_dir: Path,
+           console: Console) -> Finding:
+    try:
+        finding = check.check(studies, plot_dir)
+    except Exception as exc:  # noqa: BLE001 - one broken check must not lose the report
+        console.print(f"check {check.rule} failed:\n{traceback.format_exc()}", markup=False,
+                      style="red")
+        return _not_tested(check.rule, check.claim,
+                           f"the check failed: {type(exc).__name__}: {exc}")
+    if not finding.studies:
+        finding.studies = [d.name for d in studies.values() if d is not None]
+    return finding
+
+
+def run_rulebook(objective: str = DEFAULT_OBJECTIVE, budget: str = "small",
+                 rules: Iterable[str] | None = None, out_dir: str | Path = "reports",
+                 storage_url: str | None = None, ray_address: str | None = None, *,
+                 specs_dir: str | Path | None = None, show_progress: bool = False,
+                 command: str = "", console: Console | None = None) -> RulebookResult:
+    """Run every selected rule's studies on `objective` and write one combined report."""
+    t0 = time.perf_counter()
+    console = console or Console()
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}: use {' or '.join(BUDGETS)}")
+    selected = _selected(rules)
+    checks = registry.all_checks()
+    name = rulebook_name(objective, budget)
+    folder = Path(specs_dir or SPECS_DIR) / budget
+    findings: dict[str, Finding] = {}
+    notes: list[str] = []
+    try:
+        honoured, note = honoured_params(objective)
+        notes += [note] if note else []
+    except Exception as exc:  # noqa: BLE001 - an objective that does not load tests nothing
+        honoured, why = frozenset(), f"the objective {objective!r} did not load: {exc}"
+        findings = {r: _not_tested(r, _claim(r, checks.get(r)), why) for r in selected}
+
+    stems: list[str] = []  # each spec once, in the order the rules first need it
+    for rule in selected:
+        check = checks.get(rule)
+        if rule in findings:
+            continue
+        if check is None:
+            findings[rule] = _not_tested(rule, _claim(rule, None), "no check implemented")
+            continue
+        lacking = sorted(set(check.needs) - honoured) if honoured is not None else []
+        if lacking:
+            findings[rule] = _not_tested(rule, check.claim, (
+                f"the objective {objective} does not honour {', '.join(lacking)}, "
+                "which this rule needs"))
+            continue
+        stems += [s for s in check.specs if s not in stems]
+
+    ran: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    if stems:
+        from service.runner import ensure_ray
+
+        # One Ray for every study: starting it per study would cost seconds each.
+        started_ray = ensure_ray(ray_address)
+        try:
+            for i, stem in enumerate(stems, 1):
+                console.print(f"[{i}/{len(stems)}] {escape(stem)} on {escape(objective)}")
+                path = folder / f"{stem}.yaml"
+                try:
+                    if not path.is_file():
+                        raise FileNotFoundError(f"no spec {path}")
+                    ran[stem] = _run_spec(path, objective, storage_url, ray_address,
+                                          show_progress, console)
+                except Exception as exc:  # noqa: BLE001 - a failed study fails only its rules
+                    errors[stem] = f"{type(exc).__name__}: {exc}"
+                    console.print(f"  [red]failed[/red]: {escape(errors[stem])}")
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+
+    storage = open_storage(storage_url)
+    data: dict[str, StudyData | None] = {
+        stem: load_study_data(storage, ran[stem]) if stem in ran else None for stem in stems}
+    plot_dir = Path(out_dir) / check_name(name)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for rule in selected:
+        if rule in findings:
+            continue
+        check = checks[rule]
+        failed = [f"{s}: {errors[s]}" for s in check.specs if s in errors]
+        if failed:
+            findings[rule] = _not_tested(rule, check.claim, "its study did not run: "
+                                         + "; ".join(failed))
+            continue
+        findings[rule] = _check(check, {s: data.get(s) for s in check.specs}, plot_dir,
+                                console)
+        if notes and findings[rule].verdict != "not_tested":
+            findings[rule].caveats += notes
+
+    ordered = finalize([findings[r] for r in selected])
+    wall_s = time.perf_counter() - t0
+    context = ReportContext(
+        objective=objective, studies=data, checks=checks, storage_url=storage_url,
+        command=command or _command(objective, budget, selected, out_dir, storage_url),
+        wall_s=wall_s, budget=budget, errors=errors, notes=notes)
+    paths = write_rulebook_report(ordered, context, out_dir, name)
+    return RulebookResult(ordered, paths, wall_s, ran, errors)
+
+
+def _command(objective: str, budget: str, rules: list[str], out_dir: str | Path,
+             storage_url: str | None) -> str:
+    """The `liandan rulebook` command that reruns (or resumes) this report."""
+    args = ["liandan", "rulebook", "--objective", objective, "--budget", budget]
+    if len(rules) < len(registry.RULE_IDS):
+        args += ["--rules", ",".join(rules)]
+    args += ["--out", str(out_dir)]
+    if storage_url:
+        args += ["--storage", describe(storage_url)]
+    return shlex.join(args)
+
+
+# ------------------------------------------------------------------ one study
+def _stem_of(check: RuleCheck, data: StudyData, specs_dir: Path) -> str:
+    """Which of `check.specs` the study `data` plays: its name's stem, else the spec file
+    whose scientific parameters it shares, else the check's first spec."""
+    stems = sorted(check.specs, key=len, reverse=True)
+    for stem in stems:
+        if data.name == stem or data.name.startswith(stem + "-"):
+            return stem
+    if len(check.specs) == 1:
+        return check.specs[0]
+    scientific = set(data.spec.get("scientific", {}))
+    for stem in check.specs:
+        for budget in BUDGETS:
+            path = specs_dir / budget / f"{stem}.yaml"
+            try:
+                if path.is_file() and set(load_spec(path, False).scientific) == scientific:
+                    return stem
+            except Exception:  # noqa: BLE001 - an unreadable spec just doesn't match
+                continue
+    return check.specs[0]
+
+
+def report_study(storage_url: str | None, name: str, out_dir: str | Path = "reports", *,
+                 specs_dir: str | Path | None = None, command: str = "") -> ReportPaths:
+    """`liandan report`: the study's rule checks if its spec lists rules that have one,
+    else the plain study report."""
+    check_name(name)
+    data = load_study_data(open_storage(storage_url), name)
+    if data is None:
+        raise LookupError(f"no study {name!r} in {describe(storage_url or 'the storage')}")
+    rules = [r for r in data.spec.get("rules") or [] if r in registry.RULE_IDS]
+    checks = registry.all_checks()
+    if not any(r in checks for r in rules):
+        return write_study_report(storage_url, name, out_dir, data=data, command=command or None)
+    plot_dir = Path(out_dir) / name
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    findings = []
+    for rule in rules:
+        check = checks.get(rule)
+        if check is None:
+            findings.append(_not_tested(rule, _claim(rule, None), "no check implemented"))
+            continue
+        stem = _stem_of(check, data, Path(specs_dir or SPECS_DIR))
+        studies: dict[str, StudyData | None] = {s: None for s in check.specs}
+        studies[stem] = data
+        findings.append(_check(check, studies, plot_dir, Console(stderr=True)))
+    context = ReportContext(
+        objective=data.spec.get("objective", ""), studies={data.name: data}, checks=checks,
+        storage_url=storage_url,
+        command=command or shlex.join(["liandan", "report", name, "--out", str(out_dir)] + (
+            ["--storage", describe(storage_url)] if storage_url else [])))
+    return write_rulebook_report(finalize(findings), context, out_dir, name)

@@ -1,0 +1,165 @@
+"""R9: the linear learning-rate scaling rule (multiply the batch by k, multiply the LR by k).
+
+Spec ``r9_lr_grid`` (search_spaces/rulebook/<budget>/): batch-size arms, each searching the
+SAME log-spaced LR grid with the grid sampler, so every arm's best LR is picked from identical
+candidates. The best LR of an arm is refined between grid points by the vertex of a parabola
+through the best point and its two neighbours (in log LR), which removes most of the grid's
+discreteness from the slope; an arm whose best LR sits on the grid's edge is only a bound and
+is left out of the fit. The slope of log(best LR) on log(batch) is the finding: the claim is
+the value 1 (linear scaling), with square-root scaling (0.5) reported as the alternative.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from optuna.trial import TrialState
+
+from service import stats
+from service.rulebook._base import ArmData, Finding, RuleCheck, StudyData, not_tested
+from service.rulebook.batch import (
+    arms_by_batch,
+    describe_budget,
+    diverged,
+    fmt_ci,
+    save_plot,
+    standard_caveats,
+)
+
+TARGET, MARGIN = 1.0, 0.25  # claimed slope, and how far from it still counts as linear
+
+
+def best_lr(arm: ArmData, direction: str) -> dict[str, Any] | None:
+    """The arm's best LR on its grid: grid point, parabolic refinement, and whether on an edge.
+
+    Trials that failed (a diverged run whose metric is NaN) stay on the grid as tried but have
+    no value; the refinement needs both neighbours of the best point to have one.
+    """
+    tried = [t for t in arm.tune((TrialState.COMPLETE, TrialState.FAIL))
+             if "lr" in t.params and t.user_attrs.get("fail_reason") not in ("error",
+                                                                             "interrupted")]
+    grid = sorted({float(t.params["lr"]) for t in tried})
+    scored = {float(t.params["lr"]): float(t.value) for t in tried
+              if t.state == TrialState.COMPLETE and t.value is not None
+              and math.isfinite(t.value)}
+    if not scored:
+        return None
+    sign = 1.0 if direction == "maximize" else -1.0
+    lr0 = max(scored, key=lambda lr: sign * scored[lr])
+    i = grid.index(lr0)
+    refined = math.log10(lr0)
+    if 0 < i < len(grid) - 1 and grid[i - 1] in scored and grid[i + 1] in scored:
+        xs = [math.log10(grid[j]) for j in (i - 1, i, i + 1)]
+        ys = [sign * scored[grid[j]] for j in (i - 1, i, i + 1)]
+        a, b, _ = np.polyfit(xs, ys, 2)
+        if a < 0:  # a proper peak; a flat top keeps the grid point
+            refined = float(np.clip(-b / (2 * a), xs[0], xs[2]))
+    return {"grid_lr": lr0, "best_lr": 10**refined, "value": scored[lr0],
+            "edge": i in (0, len(grid) - 1), "grid_points": len(grid), "scored": len(scored),
+            "diverged": sum(diverged(t) for t in tried)}
+
+
+class LinearLrScaling(RuleCheck):
+    rule = "R9"
+    claim = ("The best learning rate grows in proportion to the batch size: the slope of "
+             "log(best LR) on log(batch size) is 1 (within +-0.25), not 0.5 (square-root)")
+    blog_zh = ("针对batch的变化，线性增加学习率\n"  # the blog's heading, then its paragraph
+               "通常增大batch size会降低收敛率，那就需要在学习率上做些改动，"
+               "根据经验batch size增加多少倍，学习率也增加多少倍。")
+    blog_en = ("Increase the learning rate linearly as the batch changes. Enlarging the batch "
+               "usually slows convergence, so the learning rate has to change: by experience, "
+               "multiply the learning rate by the same factor as the batch size.")
+    literature = (
+        "Goyal et al. 2017 train ImageNet with linear scaling plus warmup up to batch 8k; "
+        "Hoffer et al. 2017 argue for square-root scaling (to keep the gradient noise "
+        "covariance), McCandlish et al. 2018 predict linear scaling only below the critical "
+        "batch size and saturation above it, and Shallue et al. 2019 find that the best LR "
+        "follows neither rule consistently across workloads.")
+    specs = ("r9_lr_grid",)
+    needs = ("batch_size", "lr")
+
+    def check(self, studies: dict[str, StudyData | None], plot_dir: Any) -> Finding:
+        study = studies.get("r9_lr_grid")
+        if study is None:
+            return not_tested(self.rule, self.claim, "the r9_lr_grid study did not run")
+        f = Finding(rule=self.rule, claim=self.claim, metric=f"best lr by {study.metric}",
+                    studies=[study.name], caveats=standard_caveats([study]),
+                    value_claim=(TARGET, MARGIN))
+        f.protocol = (f"{describe_budget(study)}. Best LR per arm = the grid point with the best "
+                      f"final {study.metric}, refined by a parabola through it and its two "
+                      "neighbours in log LR; arms whose best is on the grid's edge are left out.")
+        found = [(b, arm, best_lr(arm, study.direction)) for b, arm in arms_by_batch(study)]
+        for b, _, best in found:
+            f.table.append({"batch_size": b, **(best or {"best_lr": None})})
+        fit_pts = [(b, best["best_lr"]) for b, _, best in found if best and not best["edge"]]
+        edges = [b for b, _, best in found if best and best["edge"]]
+        if edges:
+            f.caveats.append(f"best LR on the grid's edge (a bound, not an estimate) at batch "
+                             f"{edges}: left out of the fit; widen the grid")
+        f.n = [len(fit_pts)]
+        if len(fit_pts) < 3:
+            f.evidence = (f"only {len(fit_pts)} batch sizes have a best LR inside the grid; a "
+                          "slope with an interval needs 3")
+            return f
+        x, y = np.array([p[0] for p in fit_pts], float), np.array([p[1] for p in fit_pts])
+        fit = stats.slope(x, y, log=True)
+        # With a handful of points the pairs bootstrap covers too little and the t-interval
+        # leans on normal errors: decide on the hull of both, the more cautious reading.
+        cis = [c for c in (fit.ci, fit.ci_t) if c is not None]
+        ci = (min(c[0] for c in cis), max(c[1] for c in cis)) if cis else None
+        f.effect, f.ci, f.p_value = fit.slope, ci, None
+        f.method = (f"{fit.method}; CI = hull of the bootstrap and t intervals; value claim "
+                    f"{TARGET:g} +- {MARGIN:g}, decided by where the CI lies (no p-value)")
+        def where(v: float) -> str:
+            return "inside" if ci is not None and ci[0] <= v <= ci[1] else "outside"
+
+        f.evidence = (f"Across batch {int(x.min())}-{int(x.max())} ({len(x)} arms) the best LR "
+                      f"scales as batch^{fit.slope:.2f} (95% CI {fmt_ci(ci)}, R^2 {fit.r2:.2f}); "
+                      f"linear scaling (1) is {where(1.0)} the CI and square-root scaling (0.5) "
+                      f"is {where(0.5)}.")
+        f.caveats.append("each arm's LR curve comes from one tuning seed; the criterion is the "
+                         f"final {study.metric} after a fixed number of epochs (Goyal's setting)")
+        if ci is not None:
+            half, dist = (ci[1] - ci[0]) / 2, abs(abs(fit.slope - TARGET) - MARGIN)
+            if stats.value_verdict(ci, TARGET, MARGIN) == "inconclusive" and dist > 0:
+                k = math.ceil((half / dist) ** 2)
+                f.more_needed = (f"the CI is +-{half:.2f} wide; if the slope stays at "
+                                 f"{fit.slope:.2f}, about {k}x the data (tuning seeds averaged "
+                                 "per grid point, or more batch sizes) would decide it")
+        _plot(study, found, fit, plot_dir, f)
+        return f
+
+
+def _plot(study: StudyData, found: list, fit: stats.SlopeResult, plot_dir: Any,
+          f: Finding) -> None:
+    fig = Figure(figsize=(9, 3.6))
+    ax1, ax2 = fig.subplots(1, 2)
+    for b, arm, _ in found:
+        pts = sorted((t.params["lr"], t.value) for t in arm.tune()
+                     if t.value is not None and "lr" in t.params)
+        if pts:
+            ax1.plot(*zip(*pts, strict=True), marker="o", ms=3, label=f"batch {b}")
+    ax1.set(xscale="log", xlabel="lr", ylabel=study.metric, title="R9: the LR grid per arm")
+    ax1.legend(fontsize=7)
+    pts = [(b, best["best_lr"], best["edge"]) for b, _, best in found if best]
+    for edge, marker in ((False, "o"), (True, "x")):
+        sel = [(b, lr) for b, lr, e in pts if e == edge]
+        if sel:
+            ax2.scatter(*zip(*sel, strict=True), marker=marker,
+                        label="grid edge (not fitted)" if edge else "best lr")
+    if math.isfinite(fit.slope):
+        xb = np.geomspace(min(p[0] for p in pts), max(p[0] for p in pts), 20)
+        x0 = math.exp(np.mean(np.log([p[0] for p in pts if not p[2]])))
+        y0 = math.exp(fit.intercept + fit.slope * math.log(x0))
+        for k, style in ((fit.slope, "k-"), (1.0, "g--"), (0.5, "r:")):
+            ax2.plot(xb, y0 * (xb / x0) ** k, style, lw=1, label=f"slope {k:.2f}")
+    ax2.set(xscale="log", yscale="log", xlabel="batch size", ylabel="best lr",
+            title="R9: best LR vs batch size")
+    ax2.legend(fontsize=7)
+    save_plot(fig, plot_dir, f"r9_{study.name}.png", f)
+
+
+CHECKS: list[RuleCheck] = [LinearLrScaling()]
