@@ -35,7 +35,7 @@ from service.trainable import run_trial
 
 # What may differ between two runs of one study: how much to run and where, not what.
 RESUMABLE_FIELDS = {"budget", "resources", "rules"}
-MAX_RETRIES = 2
+MAX_RETRIES = 3
 
 
 class StudyConflict(ValueError):
@@ -144,7 +144,8 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
                 trainable,
                 tune_config=tune.TuneConfig(
                     search_alg=search, scheduler=PerArmScheduler(plan, ledger),
-                    num_samples=todo, max_concurrent_trials=spec.budget.max_concurrent,
+                    # The searcher says when it is done (lost trials are re-issued).
+                    num_samples=-1, max_concurrent_trials=spec.budget.max_concurrent,
                     reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(

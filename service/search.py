@@ -36,8 +36,9 @@ RAY_KEYS = frozenset(AUTO_RESULT_KEYS) | frozenset(DEBUG_METRICS) | {
 }
 INTERRUPTED = "interrupted"  # fail_reason of a trial whose driver died while it ran
 CANCELLED = "cancelled"  # fail_reason of a trial stopped because its study was cancelled
-# Trials that did not get to finish: a resumed study spends their budget again.
-UNFINISHED = (INTERRUPTED, CANCELLED)
+WORKER_LOST = "worker_lost"  # its worker or node died more often than Ray retries
+# Trials that did not get to finish: their budget is spent again (now, or on resume).
+UNFINISHED = (INTERRUPTED, CANCELLED, WORKER_LOST)
 
 
 class DriverOnly:
@@ -170,9 +171,10 @@ class ArmSearch(OptunaSearch):
             info.last_step = step
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
+                          error: bool = False) -> str | None:
+        """Record the trial's end; returns its outcome (None for a repeated completion)."""
         if trial_id not in self.ledger.trials:  # Ray may repeat a completion
-            return
+            return None
         result = result or {}
         if result and not error:
             self.on_trial_result(trial_id, result)  # Ray 2.60 skips the final epoch's
@@ -185,9 +187,14 @@ class ArmSearch(OptunaSearch):
         diverged = bool(metrics.get("diverged"))
         step = int(result.get(TRAINING_ITERATION, 0))
         ended_early = info.epochs is not None and step < info.epochs
-        if error or ERROR_KEY in metrics:
+        if ERROR_KEY in metrics:
             state, outcome = TrialState.FAIL, "failed"
             ot_trial.set_user_attr("fail_reason", "error")
+        elif error:
+            # Not the objective's exception (that arrives as a result): Ray lost the worker
+            # or its node, retries included. The budget is spent again.
+            state, outcome = TrialState.FAIL, "lost"
+            ot_trial.set_user_attr("fail_reason", WORKER_LOST)
         elif self.ledger.cancelled and (ended_early or info.epochs is None) and not diverged:
             state, outcome = TrialState.FAIL, "cancelled"
             ot_trial.set_user_attr("fail_reason", CANCELLED)
@@ -206,8 +213,9 @@ class ArmSearch(OptunaSearch):
         if info.role == "seed":
             if state == TrialState.COMPLETE:
                 self.seeds_done.add(int(ot_trial.params["seed"]))
-        elif outcome != "cancelled":
+        elif outcome not in ("cancelled", "lost"):
             self.tune_done += 1
+        return outcome
 
     def _tell(self, ot_trial: optuna.Trial, state: TrialState, value: float | None) -> None:
         try:
@@ -240,6 +248,7 @@ class StudySearch(DriverOnly, Searcher):
             a.arm.index: set(a.seeds_done) for a in self.arms
         }
         self._owner: dict[str, ArmSearch] = {}
+        self.lost = 0  # trials re-issued because their worker died
 
     @property
     def remaining(self) -> int:
@@ -284,8 +293,20 @@ class StudySearch(DriverOnly, Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         owner = self._owner.pop(trial_id, None)
-        if owner is not None:
-            owner.on_trial_complete(trial_id, result, error)
+        if owner is None:
+            return
+        role = self.ledger.trials[trial_id].role if trial_id in self.ledger.trials else None
+        params = dict(self.ledger.trials[trial_id].ot_trial.params) if role else {}
+        outcome = owner.on_trial_complete(trial_id, result, error)
+        if outcome == "lost" and self.lost < self.plan.trials_per_arm * len(self.arms):
+            # Hand the lost trial's slot out again (bounded: a worker that dies every time
+            # must not loop forever).
+            self.lost += 1
+            index = owner.arm.index
+            if role == "seed":
+                self.seeds_started[index].discard(int(params["seed"]))
+            else:
+                self.tune_started[index] -= 1
 
     def abandon_unfinished(self) -> int:
         """Fail every trial Tune never completed (stopped with the run, or never started),
