@@ -30,7 +30,38 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite"):
         # Readers (dashboard, status) and the driver share the file: wait, don't fail.
         engine_kwargs["connect_args"] = {"timeout": 60}
+        _use_wal()
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+_WAL_LISTENING = False
+
+
+def _use_wal() -> None:
+    """Every SQLite connection in WAL mode with synchronous=NORMAL.
+
+    Optuna commits each record on its own (a trial is ~20 commits); in the default rollback
+    journal each commit is an fsync and blocks readers. WAL makes a commit an append, lets
+    the dashboard read while the driver writes, and stays durable across a process crash
+    (only an OS crash may lose the last commits).
+    """
+    global _WAL_LISTENING
+    if _WAL_LISTENING:
+        return
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    _WAL_LISTENING = True
 
 
 def describe(url: str) -> str:
