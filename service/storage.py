@@ -7,12 +7,16 @@ concurrency the embedded default allows.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import time
 from pathlib import Path
 
 import optuna
 
 DEFAULT_DB_FILE = "liandan.db"
+log = logging.getLogger(__name__)
 
 
 def default_storage_url() -> str:
@@ -31,7 +35,60 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
         # Readers (dashboard, status) and the driver share the file: wait, don't fail.
         engine_kwargs["connect_args"] = {"timeout": 60}
         _use_wal()
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    return ResilientRDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+class ResilientRDBStorage(optuna.storages.RDBStorage):
+    """An RDB storage that rides out a database restart instead of failing the study.
+
+    `pool_pre_ping` replaces connections that died; while the server is down, a call is
+    retried with backoff for up to `RETRY_S` seconds. A retried write whose first attempt
+    did commit is harmless: attributes and intermediate values are overwritten with the
+    same value, and a trial state told twice is recognised (Optuna refuses the second).
+    """
+
+    RETRY_S = 60.0
+
+
+def _retrying(method):
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        from sqlalchemy.exc import DBAPIError
+
+        deadline, delay = time.monotonic() + self.RETRY_S, 0.2
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except (optuna.exceptions.StorageInternalError, DBAPIError) as exc:
+                cause = exc.__cause__ if exc.__cause__ is not None else exc
+                disconnect = isinstance(cause, DBAPIError) and (
+                    cause.connection_invalidated or _looks_like_disconnect(cause))
+                if not disconnect or time.monotonic() > deadline:
+                    raise
+                log.warning("storage unreachable (%s); retrying in %.1f s",
+                            type(cause.orig).__name__ if cause.orig else cause, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    return call
+
+
+def _looks_like_disconnect(exc) -> bool:
+    text = str(exc.orig or exc).lower()
+    return any(s in text for s in ("connection", "server closed", "terminating", "shutdown",
+                                   "could not connect", "connection refused"))
+
+
+for _name in (
+    "create_new_study", "set_study_user_attr", "set_study_system_attr",
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+    "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
+    "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
+    "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
+    "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
+    "get_trial", "get_all_trials", "get_best_trial",
+):
+    setattr(ResilientRDBStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
 
 
 _WAL_LISTENING = False

@@ -3,6 +3,8 @@ samplers, resuming. Pure-Python objectives keep these fast; `test_cli` runs digi
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -223,3 +225,46 @@ def test_cancel_stops_running_trials_and_a_resume_finishes_the_budget(sqlite_url
     run_study(spec, sqlite_url, show_progress=False)
     trials = trials_of(sqlite_url, "toy")
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_postgresql_restart_mid_study_loses_nothing(pg_url):
+    import shutil
+    import subprocess
+    import threading
+    import time
+    from pathlib import Path
+
+    etc = Path("/etc/postgresql")
+    versions = sorted(etc.glob("*")) if etc.exists() else []
+    if not shutil.which("pg_ctlcluster") or not versions or os.geteuid() != 0:
+        pytest.skip("restarting PostgreSQL needs pg_ctlcluster and root")
+    spec = spec_of(fixed={"epochs": 4, "sleep": 0.25},
+                   budget={"trials": 8, "seeds": 0, "max_concurrent": 2})
+    restarted: list[float] = []
+
+    def restart_when_busy() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                done = [t for t in trials_of(pg_url, "toy") if t.state == TrialState.COMPLETE]
+            except Exception:  # noqa: BLE001 - the study may not exist yet
+                done = []
+            if len(done) >= 2:
+                break
+            time.sleep(0.2)
+        t0 = time.time()
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name,
+                        "main", "restart"], check=True, capture_output=True)
+        restarted.append(time.time() - t0)
+
+    thread = threading.Thread(target=restart_when_busy)
+    thread.start()
+    run_study(spec, pg_url, show_progress=False)
+    thread.join()
+    assert restarted, "PostgreSQL was never restarted"
+    trials = trials_of(pg_url, "toy")
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 8
+    assert all(sorted(t.intermediate_values) == [1, 2, 3, 4]
+               for t in trials if t.state == TrialState.COMPLETE)
