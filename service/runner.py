@@ -102,7 +102,9 @@ def ensure_ray(address: str | None, data_root: str | None = None) -> bool:
             env[key] = os.environ[key]
     if data_root:
         env["LIANDAN_DATA_ROOT"] = str(Path(data_root).resolve())
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+    # "local": without an address start a fresh in-process Ray; plain None would attach
+    # to whatever cluster `ray start` left running on this machine.
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
              configure_logging=False, runtime_env={"env_vars": env})
     return True
 
