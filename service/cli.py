@@ -96,12 +96,22 @@ def run(
                   f"http://127.0.0.1:{DASHBOARD_PORT}/")
 
 
+UrlOpt = Annotated[str | None, typer.Option(
+    "--url", help="the liandan API (`liandan serve`), e.g. http://127.0.0.1:8000; token from "
+    "$LIANDAN_TOKEN or ./.liandan-token")]
+
+
 @app.command()
 def status(
     study: Annotated[str | None, typer.Argument(help="study name (default: all)")] = None,
     storage: StorageOpt = None,
+    url: UrlOpt = None,
 ) -> None:
-    """Trial counts, best trials and seed re-runs of the studies in the storage."""
+    """Trial counts, best trials and seed re-runs of the studies in the storage (or, with
+    --url, the service's view: queue state, progress, best trial)."""
+    if url:
+        _api_status(url, study)
+        return
     from service.status import study_statuses
 
     statuses = study_statuses(_storage(storage), study)
@@ -116,15 +126,168 @@ def dashboard(
     storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = DASHBOARD_PORT,
+    reports_dir: Annotated[Path, typer.Option(
+        "--reports-dir", help="reports folder: the report notes' plots are served from it")]
+    = Path("reports"),
+    parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Serve optuna-dashboard on the same storage."""
-    import optuna_dashboard
+    """Serve optuna-dashboard on the same storage (off loopback only with $LIANDAN_TOKEN,
+    which every request must then carry)."""
+    import os
 
-    from service.storage import open_storage
+    from service.api.settings import is_loopback
+    from service.dashboard import serve_dashboard
 
+    if parent_pid is not None:  # started by `liandan serve`: go when it goes
+        from service.worker import die_with_parent
+
+        die_with_parent()
+    token = os.environ.get("LIANDAN_TOKEN") or None
+    if not is_loopback(host) and token is None:
+        console.print(f"[red]refusing to serve the dashboard on {escape(host)} (not loopback) "
+                      "without LIANDAN_TOKEN[/red]")
+        raise typer.Exit(2)
     url = _storage(storage)
-    console.print(f"optuna-dashboard for {describe(url)} at http://{host}:{port}/")
-    optuna_dashboard.run_server(open_storage(url), host=host, port=port)
+    console.print(f"optuna-dashboard for {describe(url)} at http://{host}:{port}/"
+                  + ("" if is_loopback(host) else " (token required: open /?token=...)"))
+    try:
+        serve_dashboard(host, port, url, reports_dir, None if is_loopback(host) else token)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="API interface [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="API port [default: 8000]")] = None,
+    dashboard_port: Annotated[int | None, typer.Option(
+        help="optuna-dashboard port [default: 8080]")] = None,
+    no_dashboard: Annotated[bool, typer.Option(
+        "--no-dashboard", help="do not start optuna-dashboard")] = False,
+    storage: StorageOpt = None,
+    workers: Annotated[int | None, typer.Option(
+        help="worker processes running studies [default: 1]; 0 = API only")] = None,
+    ray_address: RayAddressOpt = None,
+    reports_dir: Annotated[Path | None, typer.Option(
+        "--reports-dir", help="where finished studies' reports go [default: reports]")] = None,
+) -> None:
+    """The service: HTTP API, workers running queued studies on Ray, optuna-dashboard.
+
+    Off loopback it refuses to start without $LIANDAN_TOKEN; on loopback without one it
+    writes a random token to ./.liandan-token (mutating requests always need the token)."""
+    from pydantic import ValidationError
+
+    from service.api.settings import Settings
+    from service.serve import serve as run_service
+
+    given = {"host": host, "port": port, "dashboard_port": dashboard_port, "storage": storage,
+             "workers": workers, "ray_address": ray_address, "reports_dir": reports_dir,
+             "dashboard": False if no_dashboard else None}
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as err:
+        for e in err.errors():
+            where = ".".join(map(str, e["loc"]))
+            console.print(f"[red]{escape(where + ': ' if where else '')}"
+                          f"{escape(str(e.get('ctx', {}).get('error') or e['msg']))}[/red]")
+        raise typer.Exit(2) from None
+    run_service(settings)
+
+
+def _client(url: str | None):
+    from service.client import DEFAULT_URL, ApiClient, find_token
+
+    return ApiClient(url or DEFAULT_URL, find_token())
+
+
+def _api_error(err) -> None:
+    if err.status == 422 and isinstance(err.detail, list):
+        console.print(f"[red]invalid spec[/red] ({len(err.detail)} problems):")
+        for p in err.detail:
+            console.print(f"{p.get('path')}: {p.get('message')} (got {p.get('value')!r}; "
+                          f"allowed: {p.get('allowed')})", markup=False)
+    else:
+        console.print(f"[red]HTTP {err.status}: {escape(str(err.detail))}[/red]")
+    raise typer.Exit(2)
+
+
+def _api_status(url: str, study: str | None) -> None:
+    from service.client import ApiError
+
+    try:
+        rows = [_client(url).study(study)] if study else _client(url).studies()
+    except ApiError as err:
+        _api_error(err)
+    except OSError as err:
+        console.print(f"[red]cannot reach {escape(url)}: {escape(str(err))}[/red]")
+        raise typer.Exit(2) from None
+    if not rows:
+        console.print("no studies yet")
+        return
+    table = Table(title=f"studies at {escape(url)}")
+    for column in ("study", "state", "trials c/p/f · running", "progress", "best", "updated"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        c = row["counts"]
+        progress = row.get("progress")
+        table.add_row(
+            escape(row["name"]), row["state"] + (" (cancel requested)"
+                                                 if row.get("cancel_requested") else ""),
+            f"{c['complete']}/{c['pruned']}/{c['fail']} · {c['running']}",
+            f"{progress['finished']}/{progress['total']}" if progress else "",
+            _fmt(row["best_value"]), row["updated"][:19])
+    console.print(table)
+    if study:
+        row = rows[0]
+        if row.get("best_trial"):
+            console.print(f"best trial: {row['best_trial']}", markup=False)
+        if row.get("error"):
+            console.print(f"[yellow]{escape(row['error'])}[/yellow]")
+        console.print(f"dashboard: {row['dashboard_url']}  report: {row['report_url']}")
+
+
+@app.command()
+def submit(
+    spec_path: Annotated[Path, typer.Argument(help="study spec (YAML)", metavar="SPEC")],
+    url: UrlOpt = None,
+) -> None:
+    """Submit a study spec to the service (`liandan serve`); prints where to watch it."""
+    from service.client import ApiError
+
+    try:
+        text = spec_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        console.print(f"[red]cannot read {escape(str(spec_path))}: {escape(str(err))}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        created = _client(url).submit(text)
+    except ApiError as err:
+        _api_error(err)
+    except OSError as err:
+        console.print(f"[red]cannot reach the service: {escape(str(err))}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"study [bold]{escape(created['name'])}[/bold]: {created['state']}")
+    console.print(f"dashboard: {created['dashboard_url']}")
+    console.print(f"report (when done): {created['report_url']}")
+
+
+@app.command()
+def cancel(
+    study: Annotated[str, typer.Argument(help="study name")],
+    url: UrlOpt = None,
+) -> None:
+    """Cancel a queued or running study in the service."""
+    from service.client import ApiError
+
+    try:
+        row = _client(url).cancel(study)
+    except ApiError as err:
+        _api_error(err)
+    except OSError as err:
+        console.print(f"[red]cannot reach the service: {escape(str(err))}[/red]")
+        raise typer.Exit(2) from None
+    pending = " (stopping its trials)" if row["state"] == "running" else ""
+    console.print(f"study [bold]{escape(row['name'])}[/bold]: {row['state']}{pending}")
 
 
 OutOpt = Annotated[Path, typer.Option("--out", help="folder of the reports")]

@@ -87,8 +87,6 @@ def _paths(out_dir: str | Path, name: str) -> tuple[Path, Path, Path, Path]:
         # The regex already forbids separators and dots; this guards the rule itself.
         if p.resolve().parent != out:
             raise ReportNameError(f"report name {name!r} leaves {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    paths[2].mkdir(exist_ok=True)
     return (out, *paths)
 
 
@@ -97,8 +95,8 @@ def _created() -> str:
 
 
 def _write(out: Path, md_path: Path, json_path: Path, plot_dir: Path, markdown: str,
-           payload: dict[str, Any], studies: list[StudyData], storage_url: str | None,
-           name: str) -> ReportPaths:
+           payload: dict[str, Any], studies: list[StudyData],
+           storage_url: str | None) -> ReportPaths:
     md_path.write_text(markdown, encoding="utf-8")
     json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False)
                          + "\n", encoding="utf-8")
@@ -131,12 +129,14 @@ def write_study_report(storage_url: str | None, name: str, out_dir: str | Path =
         data = load_study_data(open_storage(storage_url), name)
     if data is None:
         raise LookupError(f"no study {name!r} in {describe(storage_url or '')}")
+    plot_dir.mkdir(parents=True, exist_ok=True)
     trials = [t for arm in data.arms for t in arm.trials]
     url = describe(storage_url) if storage_url else "the default storage"
+    created = _created()
     lines = [f"# Study report: {name}", "",
              f"objective `{data.spec.get('objective', '?')}` · metric `{data.metric}` "
              f"({data.direction}) · storage `{url}` · device {devices(trials)} · "
-             f"created {_created()}", ""]
+             f"created {created}", ""]
     lines += sections.counts_lines(data)
     has_arms = len(data.arms) > 1 or any(arm.label for arm in data.arms)
     if has_arms:
@@ -151,9 +151,9 @@ def write_study_report(storage_url: str | None, name: str, out_dir: str | Path =
                                 str(out_dir)])) + "   # this report"]
     lines += reproduce_lines({name: data.spec}, trials, commands)
     payload = {"study": name, "objective": data.spec.get("objective", ""),
-               "device": devices(trials), "created": _created(), "findings": []}
+               "device": devices(trials), "created": created, "findings": []}
     return _write(out, md_path, json_path, plot_dir, "\n".join(lines), payload, [data],
-                  storage_url, name)
+                  storage_url)
 
 
 # ------------------------------------------------------------------ rulebook report
@@ -211,13 +211,15 @@ def write_rulebook_report(findings: list[Finding], context: ReportContext,
                           out_dir: str | Path, name: str) -> ReportPaths:
     """One report for finalized `findings`: verdict table first, then a section per rule."""
     out, md_path, json_path, plot_dir = _paths(out_dir, name)
+    plot_dir.mkdir(parents=True, exist_ok=True)
     ran = [d for d in context.studies.values() if d is not None]
     trials = [t for d in ran for arm in d.arms for t in arm.trials]
     url = describe(context.storage_url) if context.storage_url else "the default storage"
     budget = f" · budget {context.budget}" if context.budget else ""
+    created = _created()
     lines = [f"# Rulebook report: {name}", "",
              f"objective `{context.objective}`{budget} · storage `{url}` · "
-             f"device {devices(trials)} · created {_created()}", ""]
+             f"device {devices(trials)} · created {created}", ""]
     lines += [f"*{note}*" for note in context.notes] + ([""] if context.notes else [])
     lines += verdict_lines(findings)
     for f in findings:
@@ -233,6 +235,6 @@ def write_rulebook_report(findings: list[Finding], context: ReportContext,
     lines += reproduce_lines({d.name: d.spec for d in ran}, trials, commands,
                              wall_s=context.wall_s)
     payload = {"study": name, "objective": context.objective, "device": devices(trials),
-               "created": _created(), "findings": [f.to_json() for f in findings]}
+               "created": created, "findings": [f.to_json() for f in findings]}
     return _write(out, md_path, json_path, plot_dir, "\n".join(lines), payload, ran,
-                  context.storage_url, name)
+                  context.storage_url)

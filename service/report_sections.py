@@ -188,11 +188,16 @@ def _importances(data: StudyData, trials: list[FrozenTrial]) -> tuple[dict[str, 
     if len(trials) > IMPORTANCE_SAMPLE:
         trials = random.Random(0).sample(trials, IMPORTANCE_SAMPLE)
         note = f"on a seeded random sample of {IMPORTANCE_SAMPLE} complete tuning trials"
+    # Only what the evaluator reads: the in-memory storage deep-copies every trial it adds.
+    slim = [optuna.trial.create_trial(
+        params={k: t.params[k] for k in varying if k in t.params},
+        distributions={k: t.distributions[k] for k in varying if k in t.params},
+        value=t.value) for t in trials]
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory"
     try:
         study = optuna.create_study(direction=data.direction)
-        study.add_trials(trials)
+        study.add_trials(slim)
     finally:
         optuna.logging.set_verbosity(verbosity)
     try:

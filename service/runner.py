@@ -74,7 +74,8 @@ class RunResult:
 
 def check_compatible(spec: StudySpec, plan: Plan, storage: optuna.storages.BaseStorage) -> None:
     """Refuse to mix two different searches in one study (a resume must be the same study)."""
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    # get_all_studies reads study rows only; get_all_study_summaries reads every trial.
+    existing = {s.study_name: s for s in storage.get_all_studies()}
     mine = {k: v for k, v in spec.model_dump(mode="json").items() if k not in RESUMABLE_FIELDS}
     for name in plan.study_names:
         if name not in existing:

@@ -34,7 +34,7 @@ from pydantic_core import ErrorDetails
 
 __all__ = [
     "Budget", "Range", "Resources", "Scalar", "Search", "SpecError", "SpecProblem", "StudySpec",
-    "load_spec", "parse_spec", "validate_spec",
+    "load_spec", "parse_spec", "read_yaml", "validate_spec",
 ]
 
 # ── standard names (ARCHITECTURE.md, "Objective protocol") ─────────────────────────────────
@@ -578,10 +578,11 @@ _SpecLoader.add_implicit_resolver(
 )
 
 
-def parse_spec(text: str, check_objective: bool = True) -> StudySpec:
-    """The StudySpec in YAML `text`, or SpecError (malformed YAML: one problem at `<yaml>`)."""
+def read_yaml(text: str) -> Any:
+    """The data in spec YAML `text` (1e-4 a float, duplicate keys refused), not yet validated;
+    SpecError with one problem at `<yaml>` when it is malformed."""
     try:
-        data = yaml.load(text, Loader=_SpecLoader)
+        return yaml.load(text, Loader=_SpecLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         if mark is None:
@@ -592,7 +593,11 @@ def parse_spec(text: str, check_objective: bool = True) -> StudySpec:
         raise SpecError([SpecProblem(
             "<yaml>", line, "valid YAML",
             f"line {mark.line + 1}, column {mark.column + 1}: {reason}")]) from None
-    return validate_spec(data, check_objective)
+
+
+def parse_spec(text: str, check_objective: bool = True) -> StudySpec:
+    """The StudySpec in YAML `text`, or SpecError (malformed YAML: one problem at `<yaml>`)."""
+    return validate_spec(read_yaml(text), check_objective)
 
 
 def load_spec(path: str | Path, check_objective: bool = True) -> StudySpec:

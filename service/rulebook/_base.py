@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from service import stats
+from service.trial_rows import read_trials
 
 VerdictName = Literal["supported", "contradicted", "inconclusive", "not_tested"]
 ALPHA = 0.05
@@ -119,16 +120,21 @@ class StudyData:
 
 
 def load_study_data(storage: Any, name: str) -> StudyData | None:
-    """The arms of spec `name` in `storage`, or None when no such study ran."""
+    """The arms of spec `name` in `storage` (a URL or a storage), or None when no such study ran.
+
+    Each study's trials are read once, in a few queries (`service.trial_rows`): study
+    summaries would read every trial of every study in the storage, and the ORM path of
+    `get_trials` costs seconds per thousand trials.
+    """
+    storage = optuna.storages.get_storage(storage)
     arms, spec = [], None
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        if summary.user_attrs.get("spec_name", summary.study_name) != name:
+    for study in storage.get_all_studies():
+        if study.user_attrs.get("spec_name", study.study_name) != name:
             continue
-        spec = summary.user_attrs.get("spec", {})
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        arms.append((summary._study_id, ArmData(
-            summary.user_attrs.get("arm") or "", summary.user_attrs.get("arm_values") or {},
-            summary.study_name, study.get_trials(deepcopy=False))))
+        spec = study.user_attrs.get("spec", {})
+        arms.append((study._study_id, ArmData(
+            study.user_attrs.get("arm") or "", study.user_attrs.get("arm_values") or {},
+            study.study_name, read_trials(storage, study._study_id))))
     if spec is None:
         return None
     return StudyData(name, spec, [arm for _, arm in sorted(arms, key=lambda a: a[0])])

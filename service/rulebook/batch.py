@@ -188,6 +188,15 @@ def more_seeds(finding: Finding, effect: float, a: np.ndarray, b: np.ndarray, un
                                "(80% power, alpha 0.05, before Holm correction)")
 
 
+def batch_axis(ax: Any, batches: Any) -> None:
+    """A log2 x axis labelled with the batch sizes themselves (no 2x10^1 ticks)."""
+    sizes = sorted({int(b) for b in batches})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(b) for b in sizes], fontsize=7)
+    ax.minorticks_off()
+    ax.set_xlabel("batch size")
+
+
 def save_plot(fig: Figure, plot_dir: Any, file: str, finding: Finding) -> None:
     """Write `fig` as PNG under plot_dir; a failed plot is a caveat, never a lost finding."""
     try:
@@ -198,6 +207,12 @@ def save_plot(fig: Figure, plot_dir: Any, file: str, finding: Finding) -> None:
         finding.plots.append(f"{folder.name}/{file}")
     except Exception as exc:  # noqa: BLE001 - a plot must never cost the report its finding
         finding.caveats.append(f"plot {file} not written: {type(exc).__name__}: {exc}")
+
+
+def plot_file(rule: str, study: StudyData) -> str:
+    """`r2_batch_arms-digits_cnn.png`; no second prefix when the study is named for the rule."""
+    prefix = rule.lower() + "_"
+    return f"{'' if study.name.startswith(prefix) else prefix}{study.name}.png"
 
 
 def usable_seeds(arm: ArmData, last_epoch: int | None = None) -> list[FrozenTrial]:
@@ -218,7 +233,6 @@ def _mean(x: np.ndarray) -> float | None:
 
 def _sd(x: np.ndarray) -> float | None:
     return float(np.std(x, ddof=1)) if len(x) > 1 else None
-
 
 
 # ---------------------------------------------------------------- R1: throughput
@@ -297,7 +311,7 @@ class PowerOfTwoThroughput(RuleCheck):
         f.claimed_sign = +1
         f.n = [int(pow2.sum()), int(len(pow2) - pow2.sum())]
 
-        def trend(v: int) -> float:
+        def trend(v: float) -> float:
             xv = math.log2(v) - np.log2(b).mean()
             return float(beta[1] * xv + beta[2] * xv**2)
 
@@ -345,13 +359,14 @@ class PowerOfTwoThroughput(RuleCheck):
         for flag, color, label in ((1, "tab:red", "power of two"), (0, "tab:blue", "other")):
             ax.scatter(b[pow2 == flag], np.exp(y[pow2 == flag]), c=color, s=14, label=label)
         grid = np.geomspace(b.min(), b.max(), 100)
-        smooth = np.exp(beta[0] + np.array([trend(int(round(g))) for g in grid]))
+        smooth = np.exp(beta[0] + np.array([trend(g) for g in grid]))
         ax.plot(grid, smooth, "k-", lw=1, label="size trend (non-power)")
         ax.plot(grid, smooth * math.exp(beta[3]), "k--", lw=1, label="trend x power bonus")
-        ax.set(xscale="log", xlabel="batch size", ylabel="samples/s (median of epochs 2..)",
+        batch_axis(ax, b)
+        ax.set(ylabel="samples/s (median of epochs 2..)",
                title=f"R1 throughput on {', '.join(found) or '?'}")
         ax.legend(fontsize=8)
-        save_plot(fig, plot_dir, f"r1_{study.name}.png", f)
+        save_plot(fig, plot_dir, plot_file("R1", study), f)
         return f
 
 
@@ -449,13 +464,14 @@ class SmallBatchLossNoise(RuleCheck):
         fig = Figure(figsize=(9, 3.6))
         ax1, ax2 = fig.subplots(1, 2)
         ax1.scatter(2 ** np.array(xs), 2 ** np.array(ys), s=14)
-        ax1.set(xscale="log", yscale="log", xlabel="batch size",
-                ylabel=f"loss oscillation, epoch {end}", title="R2: tuned LR, seed re-runs")
+        batch_axis(ax1, [b for b, _ in arms])
+        ax1.set(yscale="log", ylabel=f"loss oscillation, epoch {end}",
+                title="R2: tuned LR, seed re-runs")
         rates = [_grid_divergence(a) for _, a in arms]
         ax2.bar([str(b) for b, _ in arms], [k / n if n else 0 for k, n in rates])
         ax2.set(xlabel="batch size", ylabel="diverged fraction of LR grid",
                 title="R2: divergence over the shared grid")
-        save_plot(fig, plot_dir, f"r2_{study.name}.png", f)
+        save_plot(fig, plot_dir, plot_file("R2", study), f)
         return f
 
 
@@ -499,10 +515,13 @@ class LargeBatchNeedsMoreEpochs(RuleCheck):
                     studies=[study.name], caveats=standard_caveats([study]))
         arms = arms_by_batch(study)
         end = max((e for _, a in arms if (e := last_epoch(a)) is not None), default=None)
-        runs = {b: [t for t in usable_seeds(a, end) if end in t.intermediate_values]
-                for b, a in arms}
+        # Every seed re-run counts: one that diverged never reached the target (censored), so
+        # dropping it would flatter the arm. Final accuracies come from the runs that finished.
+        runs = {b: [t for t in a.seeds() if t.intermediate_values] for b, a in arms}
+        finished = {b: [t for t in ts if not diverged(t) and end in t.intermediate_values]
+                    for b, ts in runs.items()}
         finals = {b: float(np.mean([t.intermediate_values[end] for t in ts]))
-                  for b, ts in runs.items() if ts}
+                  for b, ts in finished.items() if ts}
         if end is None or len(finals) < 2:
             f.evidence = "fewer than 2 batch sizes have seed re-runs that finished every epoch"
             return f
@@ -514,7 +533,7 @@ class LargeBatchNeedsMoreEpochs(RuleCheck):
         xs, ett, tx, ty = [], [], [], []
         for (b, arm), ts in zip(arms, runs.values(), strict=True):
             e = np.array([epochs_to(t, target, end + 1) for t in ts], dtype=float)
-            sec = attr(ts, "epoch_time_s")
+            sec = attr(finished[b], "epoch_time_s")  # a diverged run's last epoch is partial
             xs += [math.log2(b)] * len(e)
             ett += list(e)
             tx += [math.log2(b)] * len(sec[sec > 0])
@@ -523,6 +542,7 @@ class LargeBatchNeedsMoreEpochs(RuleCheck):
                 "batch_size": b, "tuned lr": tuned_lr(arm, study.direction), "seeds": len(ts),
                 "final val accuracy (mean)": finals.get(b),
                 "epochs to target (mean)": _mean(e), "never reached": int((e > end).sum()),
+                "diverged": sum(diverged(t) for t in ts),
                 "epoch time s (mean)": _mean(sec),
                 "time to target s (mean)": None if not len(e) or not len(sec)
                 else float(np.mean(e) * np.mean(sec))})
@@ -555,7 +575,7 @@ class LargeBatchNeedsMoreEpochs(RuleCheck):
             more_seeds(f, float(hi.mean() - lo.mean()), hi, lo, "seeds")
         fig = Figure(figsize=(9, 3.6))
         ax1, ax2 = fig.subplots(1, 2)
-        for b, ts in runs.items():
+        for b, ts in finished.items():
             if ts:
                 curve = np.mean([[t.intermediate_values.get(e, np.nan) for e in range(1, end + 1)]
                                  for t in ts], axis=0)
@@ -564,9 +584,9 @@ class LargeBatchNeedsMoreEpochs(RuleCheck):
         ax1.set(xlabel="epoch", ylabel="val accuracy (seed mean)", title="R3: tuned LR per arm")
         ax1.legend(fontsize=7)
         ax2.scatter(2 ** np.array(xs), ett, s=14)
-        ax2.set(xscale="log", xlabel="batch size", ylabel="epochs to target",
-                title="R3: epochs to target")
-        save_plot(fig, plot_dir, f"r3_{study.name}.png", f)
+        batch_axis(ax2, [b for b, _ in arms])
+        ax2.set(ylabel="epochs to target", title="R3: epochs to target")
+        save_plot(fig, plot_dir, plot_file("R3", study), f)
         return f
 
 
@@ -574,9 +594,9 @@ class LargeBatchNeedsMoreEpochs(RuleCheck):
 
 
 def moderate_and_largest(arms: list[tuple[int, ArmData]]) -> tuple[int, int]:
-    """Indices of the pre-declared moderate arm (the middle batch size, the lower middle for an
-    even count, among all but none) and of the largest; fixed before looking at results so the
-    moderate arm is not the luckiest one."""
+    """Indices of the moderate arm (the middle batch size; the lower middle for an even count)
+    and of the largest. Declared by position, before any result is read: picking the best arm
+    as "moderate" would compare against the luckiest of several noisy arms."""
     return (len(arms) - 1) // 2, len(arms) - 1
 
 
@@ -690,7 +710,7 @@ class LargeBatchGeneralizesWorse(RuleCheck):
         ax.set_xticks(range(len(rows)), [f"{b}\n{budget}" for budget, b, _, _ in rows],
                       fontsize=8)
         ax.set(ylabel="val accuracy (seed re-runs)", title="R4: tuned LR per arm")
-        save_plot(fig, plot_dir, f"r4_{epochs_study.name}.png", f)
+        save_plot(fig, plot_dir, plot_file("R4", epochs_study), f)
         return f
 
 

@@ -167,12 +167,74 @@ def _check(check: RuleCheck, studies: dict[str, StudyData | None], plot_dir: Pat
     return finding
 
 
+def _plan(selected: list[str], checks: dict[str, RuleCheck], objective: str,
+          honoured: frozenset[str] | None) -> tuple[dict[str, Finding], list[str]]:
+    """(findings of the rules that cannot be tested, the spec stems the others need)."""
+    findings: dict[str, Finding] = {}
+    stems: list[str] = []  # each spec once, in the order the rules first need it
+    for rule in selected:
+        check = checks.get(rule)
+        if check is None:
+            findings[rule] = _not_tested(rule, _claim(rule, None), "no check implemented")
+            continue
+        if (why := _lacking(check, objective, honoured)) is not None:
+            findings[rule] = _not_tested(rule, check.claim, why)
+            continue
+        stems += [s for s in check.specs if s not in stems]
+    return findings, stems
+
+
+def _lacking(check: RuleCheck, objective: str, honoured: frozenset[str] | None) -> str | None:
+    """Why `objective` cannot test `check`'s rule, or None when it can."""
+    lacking = sorted(set(check.needs) - honoured) if honoured is not None else []
+    if not lacking:
+        return None
+    return (f"the objective {objective} does not honour {', '.join(lacking)}, "
+            "which this rule needs")
+
+
+def _run_specs(stems: list[str], folder: Path, objective: str, storage_url: str | None,
+               ray_address: str | None, show_progress: bool,
+               console: Console) -> tuple[dict[str, str], dict[str, str]]:
+    """Run each spec; (stem -> study name that ran, stem -> why it did not)."""
+    from service.runner import ensure_ray
+
+    ran: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    if not stems:
+        return ran, errors
+    started_ray = ensure_ray(ray_address)  # one Ray for all: starting one costs seconds
+    try:
+        for i, stem in enumerate(stems, 1):
+            console.print(f"[{i}/{len(stems)}] {escape(stem)} on {escape(objective)}")
+            path = folder / f"{stem}.yaml"
+            try:
+                if not path.is_file():
+                    raise FileNotFoundError(f"no spec {path}")
+                ran[stem] = _run_spec(path, objective, storage_url, ray_address,
+                                      show_progress, console)
+            except Exception as exc:  # noqa: BLE001 - a failed study fails only its rules
+                errors[stem] = f"{type(exc).__name__}: {exc}"
+                console.print(f"  [red]failed[/red]: {escape(errors[stem])}")
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    return ran, errors
+
+
 def run_rulebook(objective: str = DEFAULT_OBJECTIVE, budget: str = "small",
                  rules: Iterable[str] | None = None, out_dir: str | Path = "reports",
                  storage_url: str | None = None, ray_address: str | None = None, *,
                  specs_dir: str | Path | None = None, show_progress: bool = False,
                  command: str = "", console: Console | None = None) -> RulebookResult:
-    """Run every selected rule's studies on `objective` and write one combined report."""
+    """Run every selected rule's studies on `objective` and write one combined report.
+
+    `rules` defaults to every rule, in registry order; `specs_dir` to the project's
+    `search_spaces/rulebook` (it holds one folder per budget). Raises ValueError for an
+    unknown budget or rule ID; everything else that goes wrong becomes a not_tested finding.
+    """
     t0 = time.perf_counter()
     console = console or Console()
     if budget not in BUDGETS:
@@ -180,61 +242,23 @@ def run_rulebook(objective: str = DEFAULT_OBJECTIVE, budget: str = "small",
     selected = _selected(rules)
     checks = registry.all_checks()
     name = rulebook_name(objective, budget)
-    folder = Path(specs_dir or SPECS_DIR) / budget
-    findings: dict[str, Finding] = {}
     notes: list[str] = []
     try:
         honoured, note = honoured_params(objective)
         notes += [note] if note else []
     except Exception as exc:  # noqa: BLE001 - an objective that does not load tests nothing
-        honoured, why = frozenset(), f"the objective {objective!r} did not load: {exc}"
+        why = f"the objective {objective!r} did not load: {type(exc).__name__}: {exc}"
         findings = {r: _not_tested(r, _claim(r, checks.get(r)), why) for r in selected}
-
-    stems: list[str] = []  # each spec once, in the order the rules first need it
-    for rule in selected:
-        check = checks.get(rule)
-        if rule in findings:
-            continue
-        if check is None:
-            findings[rule] = _not_tested(rule, _claim(rule, None), "no check implemented")
-            continue
-        lacking = sorted(set(check.needs) - honoured) if honoured is not None else []
-        if lacking:
-            findings[rule] = _not_tested(rule, check.claim, (
-                f"the objective {objective} does not honour {', '.join(lacking)}, "
-                "which this rule needs"))
-            continue
-        stems += [s for s in check.specs if s not in stems]
-
-    ran: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    if stems:
-        from service.runner import ensure_ray
-
-        # One Ray for every study: starting it per study would cost seconds each.
-        started_ray = ensure_ray(ray_address)
-        try:
-            for i, stem in enumerate(stems, 1):
-                console.print(f"[{i}/{len(stems)}] {escape(stem)} on {escape(objective)}")
-                path = folder / f"{stem}.yaml"
-                try:
-                    if not path.is_file():
-                        raise FileNotFoundError(f"no spec {path}")
-                    ran[stem] = _run_spec(path, objective, storage_url, ray_address,
-                                          show_progress, console)
-                except Exception as exc:  # noqa: BLE001 - a failed study fails only its rules
-                    errors[stem] = f"{type(exc).__name__}: {exc}"
-                    console.print(f"  [red]failed[/red]: {escape(errors[stem])}")
-        finally:
-            if started_ray:
-                import ray
-
-                ray.shutdown()
+        stems: list[str] = []
+    else:
+        findings, stems = _plan(selected, checks, objective, honoured)
+    ran, errors = _run_specs(stems, Path(specs_dir or SPECS_DIR) / budget, objective,
+                             storage_url, ray_address, show_progress, console)
 
     storage = open_storage(storage_url)
     data: dict[str, StudyData | None] = {
         stem: load_study_data(storage, ran[stem]) if stem in ran else None for stem in stems}
-    plot_dir = Path(out_dir) / check_name(name)
+    plot_dir = Path(out_dir) / name
     plot_dir.mkdir(parents=True, exist_ok=True)
     for rule in selected:
         if rule in findings:
@@ -308,19 +332,29 @@ def report_study(storage_url: str | None, name: str, out_dir: str | Path = "repo
         return write_study_report(storage_url, name, out_dir, data=data, command=command or None)
     plot_dir = Path(out_dir) / name
     plot_dir.mkdir(parents=True, exist_ok=True)
+    objective = data.spec.get("objective", "")
+    try:
+        honoured, note = honoured_params(objective)
+    except Exception as exc:  # noqa: BLE001 - the trials are there; the code may not be
+        honoured, note = None, (f"The objective `{objective}` could not be loaded here "
+                                f"({type(exc).__name__}), so the parameters it honours were "
+                                "not checked.")
     findings = []
     for rule in rules:
         check = checks.get(rule)
         if check is None:
             findings.append(_not_tested(rule, _claim(rule, None), "no check implemented"))
             continue
+        if (why := _lacking(check, objective, honoured)) is not None:
+            findings.append(_not_tested(rule, check.claim, why))
+            continue
         stem = _stem_of(check, data, Path(specs_dir or SPECS_DIR))
         studies: dict[str, StudyData | None] = {s: None for s in check.specs}
         studies[stem] = data
         findings.append(_check(check, studies, plot_dir, Console(stderr=True)))
     context = ReportContext(
-        objective=data.spec.get("objective", ""), studies={data.name: data}, checks=checks,
-        storage_url=storage_url,
+        objective=objective, studies={data.name: data}, checks=checks,
+        storage_url=storage_url, notes=[note] if note else [],
         command=command or shlex.join(["liandan", "report", name, "--out", str(out_dir)] + (
             ["--storage", describe(storage_url)] if storage_url else [])))
     return write_rulebook_report(finalize(findings), context, out_dir, name)

@@ -22,9 +22,11 @@ from service import stats
 from service.rulebook._base import ArmData, Finding, RuleCheck, StudyData, not_tested
 from service.rulebook.batch import (
     arms_by_batch,
+    batch_axis,
     describe_budget,
     diverged,
     fmt_ci,
+    plot_file,
     save_plot,
     standard_caveats,
 )
@@ -32,16 +34,17 @@ from service.rulebook.batch import (
 TARGET, MARGIN = 1.0, 0.25  # claimed slope, and how far from it still counts as linear
 
 
-def best_lr(arm: ArmData, direction: str) -> dict[str, Any] | None:
+def best_lr(arm: ArmData, direction: str, spec_grid: list[float]) -> dict[str, Any] | None:
     """The arm's best LR on its grid: grid point, parabolic refinement, and whether on an edge.
 
-    Trials that failed (a diverged run whose metric is NaN) stay on the grid as tried but have
-    no value; the refinement needs both neighbours of the best point to have one.
+    The grid is the spec's LR list (plus any LR tried off it), so an untried grid point (a
+    study cut short) is a gap, not a neighbour. Trials that failed (a diverged run whose metric
+    is NaN) were tried but have no value; the refinement needs both neighbours to have one.
     """
     tried = [t for t in arm.tune((TrialState.COMPLETE, TrialState.FAIL))
              if "lr" in t.params and t.user_attrs.get("fail_reason") not in ("error",
                                                                              "interrupted")]
-    grid = sorted({float(t.params["lr"]) for t in tried})
+    grid = sorted(set(spec_grid) | {float(t.params["lr"]) for t in tried})
     scored = {float(t.params["lr"]): float(t.value) for t in tried
               if t.state == TrialState.COMPLETE and t.value is not None
               and math.isfinite(t.value)}
@@ -57,8 +60,8 @@ def best_lr(arm: ArmData, direction: str) -> dict[str, Any] | None:
         a, b, _ = np.polyfit(xs, ys, 2)
         if a < 0:  # a proper peak; a flat top keeps the grid point
             refined = float(np.clip(-b / (2 * a), xs[0], xs[2]))
-    return {"grid_lr": lr0, "best_lr": 10**refined, "value": scored[lr0],
-            "edge": i in (0, len(grid) - 1), "grid_points": len(grid), "scored": len(scored),
+    return {"best lr (grid)": lr0, "best_lr": 10**refined, "best value": scored[lr0],
+            "edge": i in (0, len(grid) - 1), "grid points scored": f"{len(scored)}/{len(grid)}",
             "diverged": sum(diverged(t) for t in tried)}
 
 
@@ -91,7 +94,10 @@ class LinearLrScaling(RuleCheck):
         f.protocol = (f"{describe_budget(study)}. Best LR per arm = the grid point with the best "
                       f"final {study.metric}, refined by a parabola through it and its two "
                       "neighbours in log LR; arms whose best is on the grid's edge are left out.")
-        found = [(b, arm, best_lr(arm, study.direction)) for b, arm in arms_by_batch(study)]
+        domain = study.spec.get("nuisance", {}).get("lr")
+        spec_grid = [float(v) for v in domain] if isinstance(domain, list) else []
+        found = [(b, arm, best_lr(arm, study.direction, spec_grid))
+                 for b, arm in arms_by_batch(study)]
         for b, _, best in found:
             f.table.append({"batch_size": b, **(best or {"best_lr": None})})
         fit_pts = [(b, best["best_lr"]) for b, _, best in found if best and not best["edge"]]
@@ -142,7 +148,10 @@ def _plot(study: StudyData, found: list, fit: stats.SlopeResult, plot_dir: Any,
                      if t.value is not None and "lr" in t.params)
         if pts:
             ax1.plot(*zip(*pts, strict=True), marker="o", ms=3, label=f"batch {b}")
-    ax1.set(xscale="log", xlabel="lr", ylabel=study.metric, title="R9: the LR grid per arm")
+    # A diverging LR's loss can be 1000x the best one's: a log axis keeps the optimum visible.
+    positive = all(t.value > 0 for _, arm, _ in found for t in arm.tune() if t.value is not None)
+    ax1.set(xscale="log", yscale="log" if positive else "linear", xlabel="lr",
+            ylabel=study.metric, title="R9: the LR grid per arm")
     ax1.legend(fontsize=7)
     pts = [(b, best["best_lr"], best["edge"]) for b, _, best in found if best]
     for edge, marker in ((False, "o"), (True, "x")):
@@ -156,10 +165,10 @@ def _plot(study: StudyData, found: list, fit: stats.SlopeResult, plot_dir: Any,
         y0 = math.exp(fit.intercept + fit.slope * math.log(x0))
         for k, style in ((fit.slope, "k-"), (1.0, "g--"), (0.5, "r:")):
             ax2.plot(xb, y0 * (xb / x0) ** k, style, lw=1, label=f"slope {k:.2f}")
-    ax2.set(xscale="log", yscale="log", xlabel="batch size", ylabel="best lr",
-            title="R9: best LR vs batch size")
+    batch_axis(ax2, [p[0] for p in pts])
+    ax2.set(yscale="log", ylabel="best lr", title="R9: best LR vs batch size")
     ax2.legend(fontsize=7)
-    save_plot(fig, plot_dir, f"r9_{study.name}.png", f)
+    save_plot(fig, plot_dir, plot_file("R9", study), f)
 
 
 CHECKS: list[RuleCheck] = [LinearLrScaling()]
