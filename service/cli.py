@@ -66,8 +66,10 @@ def run(
     ray_address: RayAddressOpt = None,
     data_root: DataRootOpt = None,
     progress: Annotated[bool, typer.Option(help="show the live progress bar")] = True,
+    report: Annotated[bool, typer.Option(help="write the study's report at the end")] = True,
+    out: Annotated[Path, typer.Option("--out", help="folder of the reports")] = Path("reports"),
 ) -> None:
-    """Run a study in-process on Ray and record it in the Optuna storage."""
+    """Run a study in-process on Ray, record it in the Optuna storage, write its report."""
     from service.runner import StudyConflict, run_study
     from service.status import study_statuses
 
@@ -92,6 +94,12 @@ def run(
     console.print(_status_table(study_statuses(url, spec.name)))
     console.print(f"wall time {result.wall_s:.1f} s")
     console.print(f"results: {describe(url)} (study {spec.name!r})")
+    if report:
+        from service.rulebook.run import report_study
+
+        paths = report_study(url, spec.name, out, command=f"liandan run {spec_path}")
+        console.print(f"report: {paths.markdown} (findings {paths.json}, "
+                      f"{len(paths.plots)} plots; also a note in the dashboard)")
     console.print(f"dashboard: liandan dashboard --storage '{url}'  → "
                   f"http://127.0.0.1:{DASHBOARD_PORT}/")
 

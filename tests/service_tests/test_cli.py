@@ -58,6 +58,12 @@ def test_liandan_run_digits_end_to_end(tmp_path: Path):
     assert check.returncode == 0, check.stdout
     assert "0 contract problems" in check.stdout
 
+    # The report is written at the end: markdown, findings JSON, plots.
+    report = json.loads((tmp_path / "reports" / "digits-e2e.json").read_text())
+    assert report["study"] == "digits-e2e" and report["findings"] == []
+    assert "## Reproduce" in (tmp_path / "reports" / "digits-e2e.md").read_text()
+    assert (tmp_path / "reports" / "digits-e2e" / "curves.png").stat().st_size > 1000
+
     status = run_cli("status", "digits-e2e", "--storage", url, cwd=tmp_path)
     assert status.returncode == 0 and "optimizer=momentum" in status.stdout
 
