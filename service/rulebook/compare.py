@@ -31,8 +31,8 @@ from service.rulebook._base import ALPHA, ArmData, Finding, RuleCheck, StudyData
 
 __all__ = ["ACCURACY_MARGIN", "ArmRuns", "Decision", "Part", "RunValue", "arm_runs", "caveats",
            "decide", "final", "find_arm", "finding", "gap", "late_gain", "load_pair", "mean",
-           "pct", "plots", "pp", "protocol", "proportion_part", "shared_target", "steps_to",
-           "value_at", "welch_part"]
+           "pct", "plots", "pp", "protocol", "proportion_part", "shared_target",
+           "steps_per_epoch", "steps_to", "value_at", "welch_part"]
 
 ACCURACY_MARGIN = 0.005  # 0.5 pp of accuracy: a smaller difference is practically none
 TARGET_FRACTION = 0.95  # "steps to target": to 95% of the weaker arm's mean final accuracy
@@ -93,17 +93,26 @@ def gap(trial: FrozenTrial) -> float | None:
     return None if train is None or val is None else train - val
 
 
-def steps_to(target: float) -> RunValue:
+def steps_per_epoch(runs: Sequence[ArmRuns]) -> float:
+    """Optimizer steps per epoch, read from runs that did not diverge (a diverged run stops
+    mid-epoch); 1.0 when no run reports `steps`, so that "steps" are then epochs."""
+    rates = []
+    for trial in (t for r in runs for t in r.runs if not t.user_attrs.get("diverged")):
+        steps, epoch = (_finite(trial.user_attrs.get(k)) for k in ("steps", "epoch"))
+        if steps and epoch:
+            rates.append(steps / epoch)
+    return float(np.median(rates)) if rates else 1.0
+
+
+def steps_to(target: float, per_epoch: float) -> RunValue:
     """Optimizer steps until the metric first reaches `target`, interpolated linearly within
-    the epoch that crosses it (steps per epoch from the `steps` metric, else 1: epochs). A run
-    that never reaches it is censored at one epoch past its planned end, a conservative bound
-    that still ranks it behind every run that got there."""
+    the epoch that crosses it (a fixed batch size: `per_epoch` steps each). A run that never
+    reaches it is censored at one epoch past its planned end, a conservative bound that still
+    ranks it behind every run that got there."""
     def value(trial: FrozenTrial) -> float | None:
         curve = _curve(trial)
         if not curve:
             return None
-        last_epoch = max(int(_finite(trial.user_attrs.get("epoch")) or curve[-1][0]), 1)
-        per_epoch = (_finite(trial.user_attrs.get("steps")) or last_epoch) / last_epoch
         prev_e, prev_v = 0, None
         for e, v in curve:
             if v >= target:
@@ -124,6 +133,7 @@ class ArmRuns:
     runs: list[FrozenTrial]  # replicates of the arm's tuned best
     tune: list[FrozenTrial]  # every tuning trial, in order (pruned and failed ones spend budget)
     best: FrozenTrial | None  # the best complete tuning trial
+    tuned: bool = True  # False: a fixed configuration, whose tuning runs are replicates
 
     @property
     def label(self) -> str:
@@ -135,36 +145,48 @@ class ArmRuns:
     def row(self, fn: RunValue, **extra: Any) -> dict[str, Any]:
         """An evidence row: n, mean, sd of `fn` over the replicates, the tuned best."""
         vals = self.values(fn)
-        best = self.best.params if self.best is not None else {}
-        return {"arm": self.label, "n seeds": len(vals),
-                "mean": float(np.mean(vals)) if vals else None,
-                "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-                "best lr": best.get("lr"), "tuning trials": len(self.tune),
-                "best tuning value": None if self.best is None else self.best.value, **extra}
+        row: dict[str, Any] = {"arm": self.label, "n seeds": len(vals),
+                               "mean": float(np.mean(vals)) if vals else None,
+                               "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
+        if self.tuned:
+            row.update({"best lr": None if self.best is None else self.best.params.get("lr"),
+                        "tuning trials": len(self.tune),
+                        "best tuning value": None if self.best is None else self.best.value})
+        return {**row, **extra}
 
 
 def find_arm(study: StudyData | None, **values: Any) -> ArmData | None:
-    """The arm of `study` whose scientific values include `values` (floats to 0.1%)."""
+    """The arm of `study` whose configuration (its scientific values over the spec's fixed
+    ones) includes `values`, floats to 0.1%: an augmentation study with weight decay fixed at
+    0 has the arm `augment=True, weight_decay=0` as much as a factorial one does."""
     def same(a: Any, b: Any) -> bool:
         if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str):
             return a == b
         return isinstance(b, int | float) and math.isclose(a, b, rel_tol=1e-3)
+    fixed = study.spec.get("fixed", {}) if study is not None else {}
     for arm in study.arms if study is not None else []:
-        if all(k in arm.values and same(v, arm.values[k]) for k, v in values.items()):
+        config = {**fixed, **arm.values}
+        if all(k in config and same(v, config[k]) for k, v in values.items()):
             return arm
     return None
 
 
 def arm_runs(study: StudyData, arm: ArmData) -> ArmRuns:
-    tune = sorted((t for t in arm.trials if t.user_attrs.get("role") != "seed"),
-                  key=lambda t: t.number)
+    # A trial its dead driver left running was failed as `interrupted` and its budget re-run.
+    tune = sorted((t for t in arm.trials if t.user_attrs.get("role") != "seed"
+                   and t.user_attrs.get("fail_reason") != "interrupted"), key=lambda t: t.number)
     done = [t for t in tune if t.state == TrialState.COMPLETE and t.value is not None]
     sign = 1 if study.direction == "maximize" else -1
     best = max(done, key=lambda t: sign * t.value) if done else None
-    runs = arm.seeds()
+    # A diverged run is an outcome, not missing data: kept even where its metric is NaN (a
+    # FAIL in Optuna), so divergence rates count it; value functions then skip its NaN.
+    runs = [t for t in arm.seeds((TrialState.COMPLETE, TrialState.FAIL))
+            if t.state == TrialState.COMPLETE or t.user_attrs.get("diverged")]
     if not study.spec.get("nuisance"):
-        runs = done + runs  # a fixed configuration: its tuning run is one more replicate
-    return ArmRuns(arm, runs, tune, best)
+        # A fixed configuration: its tuning runs are replicates too.
+        runs = [t for t in tune if t.state == TrialState.COMPLETE or (
+            t.state == TrialState.FAIL and t.user_attrs.get("diverged"))] + runs
+    return ArmRuns(arm, runs, tune, best, bool(study.spec.get("nuisance")))
 
 
 def label_of(values: dict[str, Any]) -> str:
@@ -239,10 +261,6 @@ class Part:
         return math.isfinite(toward) and (toward < 0 if self.difference else toward < -self.margin)
 
 
-def _shift(xs: Sequence[float], by: float) -> list[float]:
-    return [x + by for x in xs]
-
-
 def welch_part(name: str, metric: str, a: Sequence[float], b: Sequence[float],
                claimed_sign: int, margin: float = ACCURACY_MARGIN,
                difference: bool = True) -> Part:
@@ -256,12 +274,11 @@ def welch_part(name: str, metric: str, a: Sequence[float], b: Sequence[float],
         return Part(name, metric, test, claimed_sign, True, margin, tost,
                     test.p_value, test.p_value, sds, list(a), list(b))
     # Non-inferiority: claimed_sign*(a - b) > -margin, i.e. a shifted by the margin still wins.
-    toward = "greater" if claimed_sign > 0 else "less"
-    away = "less" if claimed_sign > 0 else "greater"
-    shift = claimed_sign * margin
+    shifted = [x + claimed_sign * margin for x in a]
+    toward, away = ("greater", "less") if claimed_sign > 0 else ("less", "greater")
     return Part(name, metric, test, claimed_sign, False, margin, None,
-                stats.welch(_shift(a, shift), b, toward).p_value,
-                stats.welch(_shift(a, shift), b, away).p_value, sds, list(a), list(b))
+                stats.welch(shifted, b, toward).p_value, stats.welch(shifted, b, away).p_value,
+                sds, list(a), list(b))
 
 
 def proportion_part(name: str, metric: str, k: tuple[int, int], n: tuple[int, int],
@@ -280,7 +297,6 @@ class Decision:
     p_value: float | None
     method: str
     equivalent: bool
-    parts: list[Part] = field(default_factory=list)
 
 
 def decide(parts: list[Part]) -> Decision:
@@ -289,19 +305,19 @@ def decide(parts: list[Part]) -> Decision:
     equivalent = any(p.tost is not None and p.tost.equivalent for p in parts if p.difference)
     if any(p.p_support is None for p in parts):
         missing = next(p for p in parts if p.p_support is None)
-        return Decision(missing, missing, None, f"no test possible ({names})", equivalent, parts)
+        return Decision(missing, missing, None, f"no test possible ({names})", equivalent)
     against = [p for p in parts if p.against]
     if against:
         worst = min(against, key=lambda p: p.p_against if p.p_against is not None else 1.0)
         p = None if worst.p_against is None else min(1.0, len(parts) * worst.p_against)
         how = (f"against the claim on {worst.name}: its p times {len(parts)} parts (Bonferroni)"
                if len(parts) > 1 else worst.test.method)
-        return Decision(worst, worst, p, f"{how} [{names}]", equivalent, parts)
+        return Decision(worst, worst, p, f"{how} [{names}]", equivalent)
     limiting = max(parts, key=lambda p: p.p_support if p.p_support is not None else 1.0)
     how = (f"intersection-union test of {len(parts)} parts, p of the weakest "
            f"({limiting.name})" if len(parts) > 1 else "")
     return Decision(parts[0], limiting, limiting.p_support,
-                    f"{how} [{names}]" if how else names, equivalent, parts)
+                    f"{how} [{names}]" if how else names, equivalent)
 
 
 def _more_needed(decision: Decision) -> str:
@@ -370,6 +386,22 @@ def protocol(study: StudyData, compared: str) -> str:
             f"{compared}")
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _at_edge(domain: Any, value: float) -> bool:
+    """Whether `value` is an end of a searched list of 3+ numbers, or in the outer 5% of a
+    range (on a log scale for a log range): the Playbook's sign of too narrow a search."""
+    if isinstance(domain, list):
+        nums = [v for v in domain if _number(v)]
+        return len(nums) > 2 and value in (min(nums), max(nums))
+    low, high = domain.get("low"), domain.get("high")
+    if domain.get("log") and low > 0 and value > 0:
+        low, high, value = math.log(low), math.log(high), math.log(value)
+    return min(value - low, high - value) <= 0.05 * (high - low)
+
+
 def caveats(study: StudyData, runs: Sequence[ArmRuns]) -> list[str]:
     """Device, data and budget: what limits how far the finding reaches."""
     spec = study.spec
@@ -380,9 +412,21 @@ def caveats(study: StudyData, runs: Sequence[ArmRuns]) -> list[str]:
         out.append(note)
     epochs = spec.get("fixed", {}).get("epochs")
     budget = spec.get("budget", {})
-    out.append(f"budget: {epochs or 'default'} epochs per run, {budget.get('trials')} tuning "
-               f"trials and {budget.get('seeds')} seed re-runs per arm; a longer schedule or a "
-               "larger data set may change the answer")
+    per_arm = (f"{budget.get('trials')} tuning trials and {budget.get('seeds')} seed re-runs"
+               if spec.get("nuisance") else f"{1 + int(budget.get('seeds', 0))} runs of one "
+               "fixed configuration")
+    out.append(f"budget: {epochs or 'default'} epochs per run, {per_arm} per arm; a longer "
+               "schedule or a larger data set may change the answer")
+    if spec.get("nuisance"):
+        out.append("seed re-runs measure each arm's chosen configuration; the luck of the "
+                   "tuning itself (one seed per tuning trial) is not in the interval, so arms "
+                   "that tuned to different settings by chance can differ for that reason")
+    edges = [f"{r.label} {k}={v:g}" for r in runs if r.best is not None
+             for k, domain in spec.get("nuisance", {}).items()
+             if _number(v := r.best.params.get(k)) and _at_edge(domain, v)]
+    if edges:
+        out.append(f"best tuned value on the edge of the searched space ({'; '.join(edges)}): "
+                   "a wider search might find better, so that arm may be under-tuned")
     planned = int(budget.get("seeds", 0)) + (0 if spec.get("nuisance") else 1)
     short = [r.label for r in runs if len(r.runs) < planned]
     if short:

@@ -41,8 +41,9 @@ class MomentumCheck(RuleCheck):
         "Choi et al. 2019 show that an optimizer containing another as a special case "
         "(momentum 0 is plain SGD) never does worse once both are fully tuned, so 'ends at "
         "least as good' is expected; speed at a fixed momentum of 0.9 is not what they test. "
-        "The Tuning Playbook notes that momentum rescales the effective learning rate, which "
-        "is why the learning rate is tuned per arm here rather than shared.")
+        "The Tuning Playbook re-tunes the learning rate for every optimizer compared, since "
+        "momentum changes the effective step (roughly lr/(1-momentum)); that is the protocol "
+        "here.")
     specs = (MOMENTUM_STUDY,)
     needs = ("optimizer", "lr", "momentum")
 
@@ -53,7 +54,7 @@ class MomentumCheck(RuleCheck):
         study, mom, sgd = got
         acc = cmp.final(study.metric)
         target = cmp.shared_target([mom, sgd], acc)
-        speed = cmp.steps_to(target)
+        speed = cmp.steps_to(target, cmp.steps_per_epoch([mom, sgd]))
         mean = {r.label: cmp.mean(r.values(speed)) for r in (mom, sgd)}
         steps = cmp.welch_part("steps to target", "steps_to_target", mom.values(speed),
                                sgd.values(speed), -1, margin=STEPS_MARGIN * max(mean.values()))
@@ -73,7 +74,8 @@ class MomentumCheck(RuleCheck):
         caveats = cmp.caveats(study, [mom, sgd]) + [
             "escaping local minima is not measured: no objective here exposes them",
             f"target = {cmp.TARGET_FRACTION:.0%} of the weaker arm's mean final accuracy; runs "
-            f"that never reached it count as one epoch past the end ({never})"]
+            "that never reached it count as one epoch past the end ("
+            + ", ".join(f"{label}: {k}" for label, k in never.items()) + ")"]
         return cmp.finding(
             self, decision, evidence=evidence,
             protocol=cmp.protocol(study, (

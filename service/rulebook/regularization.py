@@ -48,7 +48,8 @@ class BatchNormCheck(RuleCheck):
             return got
         study, on, off = got
         acc = cmp.final(study.metric)
-        speed = cmp.steps_to(cmp.shared_target([on, off], acc))
+        target = cmp.shared_target([on, off], acc)
+        speed = cmp.steps_to(target, cmp.steps_per_epoch([on, off]))
         mean = {r.label: cmp.mean(r.values(speed)) for r in (on, off)}
         end = cmp.welch_part("final val accuracy", study.metric, on.values(acc), off.values(acc),
                              +1)
@@ -184,7 +185,7 @@ class AugmentationCheck(RuleCheck):
             + (f", 95% CI {cmp.pp(ci[0])} to {cmp.pp(ci[1])}" if ci else "")
             + f"), {len(part.a)} and {len(part.b)} seeds.")
         rows = [on, off] + [cmp.arm_runs(study, a) for a in study.arms
-                            if a not in (on.arm, off.arm)]
+                            if a is not on.arm and a is not off.arm]
         return cmp.finding(
             self, cmp.decide([part]), evidence=evidence,
             protocol=cmp.protocol(study, (

@@ -101,7 +101,8 @@ class WarmupCheck(RuleCheck):
         acc_part = parts[0]
         evidence = (
             f"The largest LR stable without warmup was {stable_lr:g}; at {where}, "
-            f"warmup over {w:g} epochs diverged in {k[0]}/{n[0]} runs vs {k[1]}/{n[1]} without "
+            f"warmup over {w:g} epoch{'s' if w != 1 else ''} diverged in {k[0]}/{n[0]} runs vs "
+            f"{k[1]}/{n[1]} without "
             f"and ended at {cmp.pct(cmp.mean(acc_part.a))} vs {cmp.pct(cmp.mean(acc_part.b))} "
             f"({cmp.pp(acc_part.effect)}).")
         plots = []
@@ -147,7 +148,7 @@ class WarmupCheck(RuleCheck):
             rate = [sum(map(_diverged, r.runs)) / len(r.runs) if r and r.runs else 0.0
                     for r in runs]
             mean = [cmp.mean(r.values(acc)) if r else math.nan for r in runs]
-            label = f"warmup {warmup:g} epochs"
+            label = f"warmup {warmup:g} epoch{'' if warmup == 1 else 's'}"
             top.bar([x + shift for x in xs], rate, width=0.4, color=color, label=label)
             bottom.bar([x + shift for x in xs], mean, width=0.4, color=color, label=label)
         names = {at[m]: f"\n{m}x" for m in MULTIPLIERS if at[m] is not None}
