@@ -1,10 +1,7 @@
-"""R1-R4: the blog's batch-size rules (throughput, loss noise, epochs to target, generalization).
+"""R2-R4: the blog's batch-size rules on learning (loss noise, epochs to target, generalization).
 
-Three specs serve the four rules (search_spaces/rulebook/<budget>/):
+Two specs serve the three rules (search_spaces/rulebook/<budget>/):
 
-* ``r1_throughput`` (R1): nine batch sizes, nothing tuned, the same run repeated; each epoch's
-  samples/s is the study metric, so every epoch is an intermediate value and epoch 1 (warm-up)
-  can be left out.
 * ``batch_arms`` (R2, R3, R4's equal-epoch budget): batch-size arms, each with the same LR grid
   and its best configuration re-run over seeds. One grid for all arms makes R2's divergence
   rates comparable (the same LRs were tried at every batch size).
@@ -13,15 +10,13 @@ Three specs serve the four rules (search_spaces/rulebook/<budget>/):
 
 Each check reads the seed re-runs (independent replicates of an arm's tuned best) as its unit
 of observation; tuning trials are only read where the rule is about the grid itself (R2's
-divergence rate). Shared reading and fitting helpers live in the first section; R9, the LR
-scaling rule, imports them from here (service/rulebook/scaling.py).
+divergence rate). R1, the throughput rule, is in throughput.py; what these checks share with
+it and with R9 (scaling.py) is in _batch_data.py.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,36 +26,28 @@ from scipy import stats as st
 
 from service import stats
 from service.rulebook._base import ArmData, Finding, RuleCheck, StudyData, not_tested
+from service.rulebook._batch_data import (
+    Estimate,
+    arms_by_batch,
+    batch_axis,
+    describe_budget,
+    diverged,
+    fill,
+    fmt_ci,
+    fmt_p,
+    plot_file,
+    save_plot,
+    standard_caveats,
+    t_estimate,
+)
+from service.rulebook.compare import _finite
 
-# ---------------------------------------------------------------- reading arms
-
-
-def batch_of(study: StudyData, arm: ArmData) -> int | None:
-    """The arm's batch size: its scientific value, else the spec's fixed one, else a trial's."""
-    for source in (arm.values, study.spec.get("fixed", {})):
-        if isinstance(source.get("batch_size"), int):
-            return int(source["batch_size"])
-    for t in arm.trials:
-        if "batch_size" in t.params:
-            return int(t.params["batch_size"])
-    return None
-
-
-def arms_by_batch(study: StudyData) -> list[tuple[int, ArmData]]:
-    """(batch size, arm) for every arm that has one, smallest batch first."""
-    found = [(batch_of(study, arm), arm) for arm in study.arms]
-    return sorted(((b, a) for b, a in found if b is not None), key=lambda pair: pair[0])
+# ---------------------------------------------------------------- reading seed re-runs
 
 
 def attr(trials: list[FrozenTrial], name: str) -> np.ndarray:
     """The finite values of user attribute `name` over `trials`."""
-    vals = [t.user_attrs.get(name) for t in trials]
-    return np.array([float(v) for v in vals if isinstance(v, int | float)
-                     and not isinstance(v, bool) and math.isfinite(v)])
-
-
-def diverged(t: FrozenTrial) -> bool:
-    return t.user_attrs.get("diverged") is True or t.user_attrs.get("fail_reason") == "diverged"
+    return np.array([v for t in trials if (v := _finite(t.user_attrs.get(name))) is not None])
 
 
 def tuned_lr(arm: ArmData, direction: str) -> float | None:
@@ -73,146 +60,6 @@ def tuned_lr(arm: ArmData, direction: str) -> float | None:
         return None
     sign = 1 if direction == "maximize" else -1
     return float(max(done, key=lambda t: sign * t.value).params["lr"])
-
-
-def devices(studies: list[StudyData]) -> list[str]:
-    return sorted({str(t.user_attrs["device"]) for s in studies for a in s.arms for t in a.trials
-                   if t.user_attrs.get("device")})
-
-
-def describe_budget(study: StudyData) -> str:
-    """The study's tuning budget in one clause, e.g. for `Finding.protocol`."""
-    spec = study.spec
-    budget, search, fixed = spec.get("budget", {}), spec.get("search", {}), spec.get("fixed", {})
-    parts = []
-    for name, domain in spec.get("nuisance", {}).items():
-        if isinstance(domain, list):
-            nums = [v for v in domain if isinstance(v, int | float)]
-            span = f" {min(nums):g}..{max(nums):g}" if len(nums) == len(domain) else ""
-            parts.append(f"{name} over {len(domain)} values{span}")
-        else:
-            log = " log" if domain.get("log") else ""
-            parts.append(f"{name}{log} in [{domain.get('low'):g}, {domain.get('high'):g}]")
-    tuned = "; ".join(parts) or "nothing tuned"
-    fixed_txt = ", ".join(f"{k}={v}" for k, v in fixed.items())
-    return (f"{study.name}: {tuned} ({search.get('sampler', 'tpe')} sampler, "
-            f"{budget.get('trials')} trials per arm, pruner {search.get('pruner', 'asha')}); "
-            f"best config re-run with {budget.get('seeds', 0)} seeds; fixed {fixed_txt or '-'}")
-
-
-def standard_caveats(studies: list[StudyData]) -> list[str]:
-    found = devices(studies)
-    objectives = sorted({str(s.spec.get("objective")) for s in studies})
-    notes = [f"device: {', '.join(found) or 'unknown'}; objective: {', '.join(objectives)}"]
-    if objectives and all(o.startswith("digits") for o in objectives):
-        notes.append("digits has 1,437 training images (360 validation images: one image is "
-                     "0.28 points of accuracy); effects on large data sets may differ")
-    return notes
-
-
-# ---------------------------------------------------------------- estimates
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """An effect with its 95% CI, two-sided p, and a TOST equivalence decision."""
-
-    effect: float
-    ci: tuple[float, float] | None
-    p: float | None
-    equivalent: bool
-    method: str
-    se: float = float("nan")
-
-
-def _t_estimate(effect: float, se: float, df: float, margin: float | None, name: str) -> Estimate:
-    if se == 0 or not math.isfinite(se):
-        equivalent = margin is not None and abs(effect) < margin
-        return Estimate(effect, (effect, effect), 0.0 if effect != 0 else 1.0, equivalent,
-                        f"{name}: no residual variance, compared exactly", 0.0)
-    half = float(st.t.ppf(0.975, df)) * se
-    p = float(min(1.0, 2 * st.t.sf(abs(effect / se), df)))
-    equivalent = False
-    if margin is not None:  # TOST: the 90% interval inside +-margin
-        half90 = float(st.t.ppf(0.95, df)) * se
-        equivalent = -margin < effect - half90 and effect + half90 < margin
-    tost = f"; TOST margin +-{margin:g}" if margin is not None else ""
-    return Estimate(effect, (effect - half, effect + half), p, equivalent,
-                    f"{name}, t-test df={df:g}{tost}", se)
-
-
-def slope_test(x: np.ndarray, y: np.ndarray, margin: float | None, name: str) -> Estimate | None:
-    """OLS slope of y on x with a t-test; None without 3 points over 2 distinct x."""
-    if len(x) < 3 or np.ptp(x) == 0:
-        return None
-    if np.ptp(y) == 0:
-        return _t_estimate(0.0, 0.0, len(x) - 2, margin, name)
-    fit = st.linregress(x, y)
-    return _t_estimate(float(fit.slope), float(fit.stderr), len(x) - 2, margin, name)
-
-
-def welch_test(a: np.ndarray, b: np.ndarray, margin: float, name: str) -> Estimate | None:
-    """mean(a) - mean(b), Welch's test, and TOST within +-margin; None below 2 per group."""
-    res = stats.welch(a, b)
-    if res.p_value is None:
-        return None
-    eq = stats.tost(a, b, margin)
-    return Estimate(res.effect, res.ci, res.p_value, bool(eq.equivalent),
-                    f"{name}: {res.method}; {eq.method} p={eq.p_value:.3g}")
-
-
-def fill(finding: Finding, est: Estimate) -> Finding:
-    finding.effect, finding.ci, finding.p_value = est.effect, est.ci, est.p
-    finding.equivalent, finding.method = est.equivalent, est.method
-    return finding
-
-
-def fmt_ci(ci: tuple[float, float] | None, scale: float = 1.0, digits: int = 2) -> str:
-    if ci is None:
-        return "[no CI]"
-    return f"[{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
-
-
-def fmt_p(p: float | None) -> str:
-    return "p n/a" if p is None else f"p={p:.2g}"
-
-
-def more_seeds(finding: Finding, effect: float, a: np.ndarray, b: np.ndarray, unit: str) -> None:
-    """For an inconclusive finding: how many replicates per arm would detect this effect."""
-    if len(a) < 2 or len(b) < 2:
-        finding.more_needed = f"at least 2 {unit} per arm are needed for any test"
-        return
-    n = stats.seeds_needed(effect, float(np.std(a, ddof=1)), float(np.std(b, ddof=1)))
-    if n is not None:
-        finding.more_needed = (f"about {n} {unit} per arm would detect an effect of this size "
-                               "(80% power, alpha 0.05, before Holm correction)")
-
-
-def batch_axis(ax: Any, batches: Any) -> None:
-    """A log2 x axis labelled with the batch sizes themselves (no 2x10^1 ticks)."""
-    sizes = sorted({int(b) for b in batches})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes, [str(b) for b in sizes], fontsize=7)
-    ax.minorticks_off()
-    ax.set_xlabel("batch size")
-
-
-def save_plot(fig: Figure, plot_dir: Any, file: str, finding: Finding) -> None:
-    """Write `fig` as PNG under plot_dir; a failed plot is a caveat, never a lost finding."""
-    try:
-        folder = Path(plot_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(folder / file, dpi=110)
-        finding.plots.append(f"{folder.name}/{file}")
-    except Exception as exc:  # noqa: BLE001 - a plot must never cost the report its finding
-        finding.caveats.append(f"plot {file} not written: {type(exc).__name__}: {exc}")
-
-
-def plot_file(rule: str, study: StudyData) -> str:
-    """`r2_batch_arms-digits_cnn.png`; no second prefix when the study is named for the rule."""
-    prefix = rule.lower() + "_"
-    return f"{'' if study.name.startswith(prefix) else prefix}{study.name}.png"
 
 
 def usable_seeds(arm: ArmData, last_epoch: int | None = None) -> list[FrozenTrial]:
@@ -235,139 +82,38 @@ def _sd(x: np.ndarray) -> float | None:
     return float(np.std(x, ddof=1)) if len(x) > 1 else None
 
 
-# ---------------------------------------------------------------- R1: throughput
-
-R1_PAIRS = ((32, 30), (64, 60), (128, 100), (128, 120), (256, 250))
-R1_MARGIN = math.log(1.03)  # throughputs within 3% are practically the same
+# ---------------------------------------------------------------- statistical tests
 
 
-def _is_pow2(b: int) -> bool:
-    return b > 0 and b & (b - 1) == 0
+def slope_test(x: np.ndarray, y: np.ndarray, margin: float | None, name: str) -> Estimate | None:
+    """OLS slope of y on x with a t-test; None without 3 points over 2 distinct x."""
+    if len(x) < 3 or np.ptp(x) == 0:
+        return None
+    if np.ptp(y) == 0:
+        return t_estimate(0.0, 0.0, len(x) - 2, margin, name)
+    fit = st.linregress(x, y)
+    return t_estimate(float(fit.slope), float(fit.stderr), len(x) - 2, margin, name)
 
 
-def _trial_throughput(t: FrozenTrial, per_epoch: bool) -> float | None:
-    """log samples/s of one timing run: the median over epochs 2.. (epoch 1 warms up)."""
-    if per_epoch:
-        vals = [v for e, v in sorted(t.intermediate_values.items()) if e >= 2]
-    else:
-        vals = [t.user_attrs.get("samples_per_s")]
-    logs = [math.log(v) for v in vals if isinstance(v, int | float) and math.isfinite(v) and v > 0]
-    return float(np.median(logs)) if logs else None
+def welch_test(a: np.ndarray, b: np.ndarray, margin: float, name: str) -> Estimate | None:
+    """mean(a) - mean(b), Welch's test, and TOST within +-margin; None below 2 per group."""
+    res = stats.welch(a, b)
+    if res.p_value is None:
+        return None
+    eq = stats.tost(a, b, margin)
+    return Estimate(res.effect, res.ci, res.p_value, bool(eq.equivalent),
+                    f"{name}: {res.method}; {eq.method} p={eq.p_value:.3g}")
 
 
-class PowerOfTwoThroughput(RuleCheck):
-    rule = "R1"
-    claim = ("Power-of-two batch sizes have a higher training throughput (samples/s) than their "
-             "neighbouring non-powers (30/32, 60/64, 100/128, 120/128, 250/256), beyond the "
-             "smooth rise of throughput with batch size")
-    blog_zh = ("GPU对2的幂次的batch可以发挥更佳的性能，"
-               "设置成32、64、128…时往往要比设置为整10倍数时表现更优。")
-    blog_en = ("GPUs get better performance from power-of-two batch sizes: setting 32, 64, "
-               "128... often does better than a multiple of ten.")
-    literature = (
-        "NVIDIA's performance guidance ties tensor-core efficiency to sizes that are multiples "
-        "of 8 (16-bit) rather than powers of two, so 120 (a multiple of 8) should run like 128 "
-        "while 30, 60, 100 and 250 may not. Goyal et al. 2017 and Shallue et al. 2019 treat a "
-        "larger batch as more parallelism, so throughput rises smoothly with batch size until "
-        "the device saturates: a raw 2^k-over-neighbour ratio mixes that with the claim.")
-    specs = ("r1_throughput",)
-    needs = ("batch_size",)
-
-    def check(self, studies: dict[str, StudyData | None], plot_dir: Any) -> Finding:
-        study = studies.get("r1_throughput")
-        if study is None:
-            return not_tested(self.rule, self.claim, "the r1_throughput study did not run")
-        per_epoch = study.metric == "samples_per_s"
-        points = [(b, y) for b, arm in arms_by_batch(study)
-                  for t in arm.trials if t.state == TrialState.COMPLETE
-                  if (y := _trial_throughput(t, per_epoch)) is not None]
-        f = Finding(rule=self.rule, claim=self.claim, metric="samples_per_s",
-                    studies=[study.name], caveats=standard_caveats([study]))
-        f.protocol = (f"{describe_budget(study)}. Each run (1 + seeds per batch size) is one "
-                      "timing; its throughput is the median samples/s over epochs 2.. (epoch 1 "
-                      "is warm-up). Nothing is tuned: throughput does not depend on the LR.")
-        if not per_epoch:
-            f.caveats.append("the study metric is not samples_per_s, so only each run's last "
-                             "epoch was timed (warm-up cannot be excluded when epochs=1)")
-        b = np.array([p[0] for p in points], dtype=float)
-        y = np.array([p[1] for p in points])
-        pow2 = np.array([_is_pow2(int(v)) for v in b], dtype=float)
-        if len(set(b[pow2 == 1])) < 2 or len(set(b[pow2 == 0])) < 2 or len(b) < 7:
-            f.evidence = (f"too few timings to compare ({len(b)} runs over "
-                          f"{len(set(b))} batch sizes; need 2+ powers, 2+ non-powers, 7+ runs)")
-            return f
-        # log thr = a + b1 x + b2 x^2 + delta [power of two]: the quadratic in x = log2(batch)
-        # is the smooth size trend (rise, then saturation); delta is what powers add on top.
-        x = np.log2(b) - np.log2(b).mean()
-        design = np.column_stack([np.ones_like(x), x, x**2, pow2])
-        beta, *_ = np.linalg.lstsq(design, y, rcond=None)
-        df = len(y) - design.shape[1]
-        resid_sd = float(np.sqrt(np.sum((y - design @ beta) ** 2) / df))
-        cov = resid_sd**2 * np.linalg.pinv(design.T @ design)
-        est = _t_estimate(float(beta[3]), float(np.sqrt(cov[3, 3])), df, R1_MARGIN,
-                          "OLS of log samples/s on a quadratic in log2(batch) plus a "
-                          "power-of-two indicator; effect = indicator's coefficient (log ratio)")
-        fill(f, est)
-        f.claimed_sign = +1
-        f.n = [int(pow2.sum()), int(len(pow2) - pow2.sum())]
-
-        def trend(v: float) -> float:
-            xv = math.log2(v) - np.log2(b).mean()
-            return float(beta[1] * xv + beta[2] * xv**2)
-
-        raw_logs = []
-        for hi, lo in R1_PAIRS:
-            yh, yl = y[b == hi], y[b == lo]
-            if len(yh) == 0 or len(yl) == 0:
-                continue
-            raw = float(yh.mean() - yl.mean())
-            raw_logs.append(raw)
-            ci = stats.ratio_ci(np.exp(yh), np.exp(yl)) if min(len(yh), len(yl)) > 1 else None
-            w = stats.welch(yh, yl)
-            f.table.append({
-                "pair": f"{hi} vs {lo}", "samples/s (2^k)": round(float(np.exp(yh).mean()), 1),
-                "samples/s (other)": round(float(np.exp(yl).mean()), 1),
-                "ratio": round(math.exp(raw), 4),
-                "ratio 95% CI": None if ci is None or not math.isfinite(ci.low)
-                else [round(ci.low, 4), round(ci.high, 4)],
-                "Welch p (log)": None if w.p_value is None else round(w.p_value, 4),
-                "size-adjusted ratio": round(math.exp(raw - (trend(hi) - trend(lo))), 4),
-                "both multiples of 8": lo % 8 == 0, "runs": [len(yh), len(yl)]})
-        pct = 100 * (math.exp(est.effect) - 1)
-        ci_pct = None if est.ci is None else tuple(100 * (math.exp(c) - 1) for c in est.ci)
-        raw_txt = (f"; the raw mean ratio over {len(raw_logs)} pairs is "
-                   f"{math.exp(np.mean(raw_logs)):.3f}, which includes the larger batch's "
-                   "own advantage" if raw_logs else "")
-        f.evidence = (f"Power-of-two batch sizes ran {pct:+.1f}% (95% CI {fmt_ci(ci_pct, 1, 1)}%,"
-                      f" {fmt_p(est.p)}) faster than the smooth size trend through the "
-                      f"non-powers predicts{raw_txt}.")
-        found = devices([study])
-        if not any(d != "cpu" for d in found):
-            f.caveats.append("measured on CPU: the blog's claim is about GPUs, so this finding "
-                             "does not speak for a GPU; run the full budget on one")
-        if study.spec.get("budget", {}).get("max_concurrent", 1) > 1:
-            f.caveats.append("runs shared the machine with concurrent trials: contention adds "
-                             "noise (arms are interleaved, so it does not bias one arm)")
-        f.caveats.append(f"equivalence margin: +-3% throughput (log {R1_MARGIN:.4f})")
-        if est.p is not None and est.p >= 0.05 and not est.equivalent:
-            n = stats.seeds_needed(est.effect, resid_sd, resid_sd)
-            if n:
-                f.more_needed = (f"about {n} timing runs per batch size would detect a "
-                                 f"{pct:+.1f}% power-of-two effect (80% power)")
-        fig = Figure(figsize=(6.4, 4))
-        ax = fig.add_subplot()
-        for flag, color, label in ((1, "tab:red", "power of two"), (0, "tab:blue", "other")):
-            ax.scatter(b[pow2 == flag], np.exp(y[pow2 == flag]), c=color, s=14, label=label)
-        grid = np.geomspace(b.min(), b.max(), 100)
-        smooth = np.exp(beta[0] + np.array([trend(g) for g in grid]))
-        ax.plot(grid, smooth, "k-", lw=1, label="size trend (non-power)")
-        ax.plot(grid, smooth * math.exp(beta[3]), "k--", lw=1, label="trend x power bonus")
-        batch_axis(ax, b)
-        ax.set(ylabel="samples/s (median of epochs 2..)",
-               title=f"R1 throughput on {', '.join(found) or '?'}")
-        ax.legend(fontsize=8)
-        save_plot(fig, plot_dir, plot_file("R1", study), f)
-        return f
+def more_seeds(finding: Finding, effect: float, a: np.ndarray, b: np.ndarray, unit: str) -> None:
+    """For an inconclusive finding: how many replicates per arm would detect this effect."""
+    if len(a) < 2 or len(b) < 2:
+        finding.more_needed = f"at least 2 {unit} per arm are needed for any test"
+        return
+    n = stats.seeds_needed(effect, float(np.std(a, ddof=1)), float(np.std(b, ddof=1)))
+    if n is not None:
+        finding.more_needed = (f"about {n} {unit} per arm would detect an effect of this size "
+                               "(80% power, alpha 0.05, before Holm correction)")
 
 
 # ---------------------------------------------------------------- R2: loss noise
@@ -714,5 +460,5 @@ class LargeBatchGeneralizesWorse(RuleCheck):
         return f
 
 
-CHECKS: list[RuleCheck] = [PowerOfTwoThroughput(), SmallBatchLossNoise(),
-                           LargeBatchNeedsMoreEpochs(), LargeBatchGeneralizesWorse()]
+CHECKS: list[RuleCheck] = [SmallBatchLossNoise(), LargeBatchNeedsMoreEpochs(),
+                           LargeBatchGeneralizesWorse()]

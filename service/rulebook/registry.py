@@ -8,7 +8,8 @@ from service.rulebook._base import RuleCheck
 
 # One module per family of rules; each exports CHECKS: list[RuleCheck].
 FAMILIES = (
-    "service.rulebook.batch",  # R1-R4: batch size (throughput, noise, epochs, generalization)
+    "service.rulebook.throughput",  # R1: power-of-two batch sizes
+    "service.rulebook.batch",  # R2-R4: batch size (loss noise, epochs, generalization)
     "service.rulebook.scaling",  # R9: linear LR scaling
     "service.rulebook.optimizers",  # R5-R8: momentum, AdaGrad, RMSProp, Adam
     "service.rulebook.schedules",  # R10-R11: warmup, cosine decay

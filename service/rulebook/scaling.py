@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from service import stats
 from service.rulebook._base import ArmData, Finding, RuleCheck, StudyData, not_tested
-from service.rulebook.batch import (
+from service.rulebook._batch_data import (
     arms_by_batch,
     batch_axis,
     describe_budget,

@@ -17,6 +17,7 @@ import yaml
 from service.rulebook import ArmData, StudyData, finalize, load_study_data
 from service.rulebook.batch import CHECKS as BATCH_CHECKS
 from service.rulebook.scaling import CHECKS as SCALING_CHECKS
+from service.rulebook.throughput import CHECKS as THROUGHPUT_CHECKS
 from service.runner import run_study
 from service.spec import load_spec, validate_spec
 from service.storage import open_storage
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "search_spaces" / "rulebook"
-CHECKS = {c.rule: c for c in BATCH_CHECKS + SCALING_CHECKS}
+CHECKS = {c.rule: c for c in THROUGHPUT_CHECKS + BATCH_CHECKS + SCALING_CHECKS}
 LR_GRID = [0.01, 0.0316, 0.1, 0.316, 1.0]  # half-decade steps; planted best LRs 0.025-0.2
 BATCHES = [16, 32, 64, 128]  # R4: moderate = 32 (the middle), largest = 128
 
