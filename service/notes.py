@@ -66,7 +66,7 @@ def _dashboard_markdown(markdown: str, urls: dict[str, str]) -> str:
 
 def publish(storage: optuna.storages.BaseStorage, study_name: str, markdown: str,
             plots: Iterable[tuple[str, Path]], artifact_dir: Path,
-            full_path: str = "") -> list[str]:
+            full_path: str = "", uploaded: dict[str, str] | None = None) -> list[str]:
     """Save `markdown` as the note of `study_name`, uploading `plots` first.
 
     `plots` pairs each link target used in `markdown` with the file it names. Returns
@@ -75,7 +75,9 @@ def publish(storage: optuna.storages.BaseStorage, study_name: str, markdown: str
     """
     warnings: list[str] = []
     study = optuna.load_study(study_name=study_name, storage=storage)
-    urls: dict[str, str] = {}
+    # Artifact URLs name the study that holds them, and the dashboard serves them from any
+    # page: a report shared by many arm studies uploads each plot once (`uploaded`).
+    urls: dict[str, str] = uploaded if uploaded is not None else {}
     try:
         artifact_dir.mkdir(parents=True, exist_ok=True)
         store = FileSystemArtifactStore(str(artifact_dir))

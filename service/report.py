@@ -105,11 +105,13 @@ def _write(out: Path, md_path: Path, json_path: Path, plot_dir: Path, markdown: 
                if f"]({(rel := p.relative_to(out).as_posix())})" in markdown]
     result = ReportPaths(md_path, json_path, plot_dir, [p for _, p in targets])
     storage = open_storage(storage_url)
+    uploaded: dict[str, str] = {}  # each plot stored once; every arm's note links to it
     for data in studies:
         for arm in data.arms:
             try:
                 result.warnings += publish(storage, arm.study_name, markdown, targets,
-                                           plot_dir / "artifacts", full_path=str(md_path))
+                                           plot_dir / "artifacts", full_path=str(md_path),
+                                           uploaded=uploaded)
             except Exception as exc:  # noqa: BLE001 - the files are written; say what failed
                 result.warnings.append(f"note not saved on {arm.study_name}: {exc}")
             else:

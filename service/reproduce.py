@@ -99,6 +99,25 @@ def _seed_text(seeds: list[Any]) -> str:
     return ", ".join(map(str, seeds))
 
 
+def machine() -> str:
+    """Where this report was made: OS, CPU count and memory (the trials' device is above)."""
+    import os
+    import platform
+
+    import psutil
+
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
+
+
+def trial_span_s(trials: Iterable[FrozenTrial]) -> float | None:
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    if not starts or not ends:
+        return None
+    return (max(ends) - min(starts)).total_seconds()
+
+
 def reproduce_lines(specs: Mapping[str, Mapping[str, Any]], trials: list[FrozenTrial],
                     commands: list[str], *, wall_s: float | None = None,
                     heading: str = "## Reproduce") -> list[str]:
@@ -118,9 +137,14 @@ def reproduce_lines(specs: Mapping[str, Mapping[str, Any]], trials: list[FrozenT
         f"- code version: `{code_version()}`",
         "- packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- device: {devices(trials)}",
+        f"- machine: {machine()}",
         f"- seeds: tuning {_seed_text(tune)}; seed re-runs {_seed_text(reruns)}",
     ]
     if wall_s is not None:
-        lines.append(f"- wall time: {wall_s:.1f} s")
+        lines.append(f"- wall time of this command: {wall_s:.1f} s")
+    span = trial_span_s(trials)
+    if span is not None:
+        lines.append(f"- trials ran over {span:.0f} s, first start to last end "
+                     "(across resumed runs too)")
     lines += ["", "Command:", "", "```sh", *commands, "```", ""]
     return lines
