@@ -316,7 +316,7 @@ def test_rulebook_report_structure_and_json(sqlite_url, tmp_path):
     r14 = md.split("## R14", 1)[1].split("\n## ", 1)[0]
     assert "### More needed" in r14 and "4 more seeds per arm" in r14
     assert "the objective does not honour batchnorm" in md.split("## R12", 1)[1]
-    assert "wall time: 12.5 s" in md and "liandan rulebook --rules R13" in md
+    assert "wall time of this command: 12.5 s" in md and "liandan rulebook --rules R13" in md
     for rule in ("R13", "R14"):
         assert f"](rb/{rule}_iso.png)" in md
         assert_png(tmp_path / "rb" / f"{rule}_iso.png")
