@@ -26,6 +26,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from service.plan import Arm, Plan
+from service.storage import set_user_attrs
 from service.trainable import ERROR_KEY
 
 log = logging.getLogger(__name__)
@@ -144,9 +145,8 @@ class ArmSearch(OptunaSearch):
             ot_trial = study.ask(fixed_distributions=self.plan.distributions(self.arm, seed))
         else:
             ot_trial = study.ask(fixed_distributions=self._space)
-        ot_trial.set_user_attr("role", role)
-        if self.arm.label:
-            ot_trial.set_user_attr("arm", self.arm.label)
+        set_user_attrs(ot_trial, {"role": role, **({"arm": self.arm.label}
+                                                   if self.arm.label else {})})
         params = dict(ot_trial.params)
         self._ot_trials[trial_id] = ot_trial
         epochs = params.get("epochs", self.plan.max_epochs)
@@ -181,31 +181,31 @@ class ArmSearch(OptunaSearch):
         info = self.ledger.trials.pop(trial_id)
         ot_trial = info.ot_trial
         metrics = result_metrics(result)
-        for key, val in metrics.items():
-            ot_trial.set_user_attr(key, _jsonable(val))
+        attrs = {key: _jsonable(val) for key, val in metrics.items()}
         value = metrics.get(self.metric)
         diverged = bool(metrics.get("diverged"))
         step = int(result.get(TRAINING_ITERATION, 0))
         ended_early = info.epochs is not None and step < info.epochs
         if ERROR_KEY in metrics:
             state, outcome = TrialState.FAIL, "failed"
-            ot_trial.set_user_attr("fail_reason", "error")
+            attrs["fail_reason"] = "error"
         elif error:
             # Not the objective's exception (that arrives as a result): Ray lost the worker
             # or its node, retries included. The budget is spent again.
             state, outcome = TrialState.FAIL, "lost"
-            ot_trial.set_user_attr("fail_reason", WORKER_LOST)
+            attrs["fail_reason"] = WORKER_LOST
         elif self.ledger.cancelled and (ended_early or info.epochs is None) and not diverged:
             state, outcome = TrialState.FAIL, "cancelled"
-            ot_trial.set_user_attr("fail_reason", CANCELLED)
+            attrs["fail_reason"] = CANCELLED
         elif info.stopped_by_scheduler and ended_early and not diverged:
             state, outcome = TrialState.PRUNED, "pruned"
         elif not _finite(value):
             # A diverged trial whose metric is NaN (e.g. val_loss) can't hold a value.
             state, outcome = TrialState.FAIL, "diverged" if diverged else "failed"
-            ot_trial.set_user_attr("fail_reason", "diverged" if diverged else "no metric")
+            attrs["fail_reason"] = "diverged" if diverged else "no metric"
         else:
             state, outcome = TrialState.COMPLETE, "diverged" if diverged else "complete"
+        set_user_attrs(ot_trial, attrs)  # one transaction for the whole record
         self._tell(ot_trial, state, float(value) if state == TrialState.COMPLETE else None)
         self.ledger.outcomes[outcome] += 1
         if state == TrialState.COMPLETE:
