@@ -26,6 +26,15 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from service.plan import Arm, Plan
+from service.records import (
+    CANCELLED,
+    DIVERGED,
+    ERROR,
+    INTERRUPTED,
+    NO_METRIC,
+    UNFINISHED,
+    WORKER_LOST,
+)
 from service.storage import set_user_attrs
 from service.trainable import ERROR_KEY
 
@@ -35,11 +44,7 @@ log = logging.getLogger(__name__)
 RAY_KEYS = frozenset(AUTO_RESULT_KEYS) | frozenset(DEBUG_METRICS) | {
     "done", "should_checkpoint", "__duplicate__", "experiment_tag", "trial_id",
 }
-INTERRUPTED = "interrupted"  # fail_reason of a trial whose driver died while it ran
-CANCELLED = "cancelled"  # fail_reason of a trial stopped because its study was cancelled
-WORKER_LOST = "worker_lost"  # its worker or node died more often than Ray retries
-# Trials that did not get to finish: their budget is spent again (now, or on resume).
-UNFINISHED = (INTERRUPTED, CANCELLED, WORKER_LOST)
+
 
 
 class DriverOnly:
@@ -188,7 +193,7 @@ class ArmSearch(OptunaSearch):
         ended_early = info.epochs is not None and step < info.epochs
         if ERROR_KEY in metrics:
             state, outcome = TrialState.FAIL, "failed"
-            attrs["fail_reason"] = "error"
+            attrs["fail_reason"] = ERROR
         elif error:
             # Not the objective's exception (that arrives as a result): Ray lost the worker
             # or its node, retries included. The budget is spent again.
@@ -202,7 +207,7 @@ class ArmSearch(OptunaSearch):
         elif not _finite(value):
             # A diverged trial whose metric is NaN (e.g. val_loss) can't hold a value.
             state, outcome = TrialState.FAIL, "diverged" if diverged else "failed"
-            attrs["fail_reason"] = "diverged" if diverged else "no metric"
+            attrs["fail_reason"] = DIVERGED if diverged else NO_METRIC
         else:
             state, outcome = TrialState.COMPLETE, "diverged" if diverged else "complete"
         set_user_attrs(ot_trial, attrs)  # one transaction for the whole record

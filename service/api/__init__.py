@@ -1,0 +1,1 @@
+"""The HTTP API of `liandan serve` (FastAPI): submit, watch, cancel and read studies."""
