@@ -117,7 +117,7 @@ def test_rulebook_command_writes_one_combined_report(rulebook, tmp_path):
     md = (out / f"{REPORT}.md").read_text()
     assert re.findall(r"^## (.+)$", md, flags=re.M) == [
         "Verdicts", "R10", "R11", "R12", "R13", "R14", "Studies", "Reproduce"]
-    assert re.search(r"- wall time: \d+\.\d s", md)
+    assert re.search(r"- wall time of this command: \d+\.\d s", md)
     assert (f"liandan rulebook --objective {OBJECTIVE} --budget small "
             f"--rules R10,R11,R12,R13,R14 --out {out} --storage {url}") in md
     assert f"]({REPORT}/R13.png)" in md and (out / REPORT / "R13.png").stat().st_size > 1024
