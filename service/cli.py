@@ -208,6 +208,19 @@ def _client(url: str | None):
     return ApiClient(url or DEFAULT_URL, find_token())
 
 
+def _api(call, where: str = "the service"):
+    """`call()` against the API; a refusal or an unreachable service exits 2 with the reason."""
+    from service.client import ApiError
+
+    try:
+        return call()
+    except ApiError as err:
+        _api_error(err)
+    except OSError as err:
+        console.print(f"[red]cannot reach {escape(where)}: {escape(str(err))}[/red]")
+        raise typer.Exit(2) from None
+
+
 def _api_error(err) -> None:
     if err.status == 422 and isinstance(err.detail, list):
         console.print(f"[red]invalid spec[/red] ({len(err.detail)} problems):")
@@ -220,15 +233,7 @@ def _api_error(err) -> None:
 
 
 def _api_status(url: str, study: str | None) -> None:
-    from service.client import ApiError
-
-    try:
-        rows = [_client(url).study(study)] if study else _client(url).studies()
-    except ApiError as err:
-        _api_error(err)
-    except OSError as err:
-        console.print(f"[red]cannot reach {escape(url)}: {escape(str(err))}[/red]")
-        raise typer.Exit(2) from None
+    rows = _api(lambda: [_client(url).study(study)] if study else _client(url).studies(), url)
     if not rows:
         console.print("no studies yet")
         return
@@ -260,20 +265,12 @@ def submit(
     url: UrlOpt = None,
 ) -> None:
     """Submit a study spec to the service (`liandan serve`); prints where to watch it."""
-    from service.client import ApiError
-
     try:
         text = spec_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         console.print(f"[red]cannot read {escape(str(spec_path))}: {escape(str(err))}[/red]")
         raise typer.Exit(2) from None
-    try:
-        created = _client(url).submit(text)
-    except ApiError as err:
-        _api_error(err)
-    except OSError as err:
-        console.print(f"[red]cannot reach the service: {escape(str(err))}[/red]")
-        raise typer.Exit(2) from None
+    created = _api(lambda: _client(url).submit(text))
     console.print(f"study [bold]{escape(created['name'])}[/bold]: {created['state']}")
     console.print(f"dashboard: {created['dashboard_url']}")
     console.print(f"report (when done): {created['report_url']}")
@@ -285,15 +282,7 @@ def cancel(
     url: UrlOpt = None,
 ) -> None:
     """Cancel a queued or running study in the service."""
-    from service.client import ApiError
-
-    try:
-        row = _client(url).cancel(study)
-    except ApiError as err:
-        _api_error(err)
-    except OSError as err:
-        console.print(f"[red]cannot reach the service: {escape(str(err))}[/red]")
-        raise typer.Exit(2) from None
+    row = _api(lambda: _client(url).cancel(study))
     pending = " (stopping its trials)" if row["state"] == "running" else ""
     console.print(f"study [bold]{escape(row['name'])}[/bold]: {row['state']}{pending}")
 
