@@ -7,8 +7,6 @@ The service runs with no workers, so a spec that happens to validate is only que
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -21,16 +19,8 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 @pytest.fixture(scope="module")
-def schema_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    cwd = tmp_path_factory.mktemp("schemathesis")
-    service = Service(cwd, f"sqlite:///{cwd / 'studies.db'}", workers=0, dashboard=False)
-    yield service.start()
-    service.stop()
-
-
-@pytest.fixture(scope="module")
-def api_schema(schema_service: Service):
-    return schemathesis.openapi.from_url(f"{schema_service.url}/openapi.json")
+def api_schema(api_only: Service):
+    return schemathesis.openapi.from_url(f"{api_only.url}/openapi.json")
 
 
 # Operations are walked by hand rather than with `schemathesis.pytest.from_fixture`, whose

@@ -209,17 +209,23 @@ def cancel_study(request: Request, settings: SettingsDep, queue: QueueDep,
     return read_study(request, settings, queue, name)
 
 
+def _written(settings, queue, name: str, suffix: str, what: str):
+    """The study's report file with `suffix`, or 404 saying why it isn't there yet."""
+    path = _report_file(settings, name, suffix)
+    if not path.is_file():
+        entry = queue.get(name)
+        state = "was never submitted" if entry is None else f"is {entry.state}"
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {what} for {name!r} yet: the "
+                            f"study {state}")
+    return path
+
+
 @router.get("/{name}/report", name="read_report", response_class=Response,
             summary="The study's markdown report (written when it finishes)",
             responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}},
                        **NOT_FOUND, **INVALID})
 def read_report(settings: SettingsDep, queue: QueueDep, name: StudyName) -> Response:
-    path = _report_file(settings, name, ".md")
-    if not path.is_file():
-        entry = queue.get(name)
-        state = "was never submitted" if entry is None else f"is {entry.state}"
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no report for {name!r} yet: the "
-                            f"study {state}")
+    path = _written(settings, queue, name, ".md", "report")
     return Response(path.read_text(encoding="utf-8"), media_type="text/markdown; charset=utf-8")
 
 
@@ -227,12 +233,7 @@ def read_report(settings: SettingsDep, queue: QueueDep, name: StudyName) -> Resp
             summary="The study's findings (the ◆ findings JSON)",
             responses={**NOT_FOUND, **INVALID})
 def read_findings(settings: SettingsDep, queue: QueueDep, name: StudyName) -> FindingsPublic:
-    path = _report_file(settings, name, ".json")
-    if not path.is_file():
-        entry = queue.get(name)
-        state = "was never submitted" if entry is None else f"is {entry.state}"
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no findings for {name!r} yet: the "
-                            f"study {state}")
+    path = _written(settings, queue, name, ".json", "findings")
     return FindingsPublic.model_validate(json.loads(path.read_text(encoding="utf-8")))
 
 
