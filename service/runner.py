@@ -105,8 +105,13 @@ def ensure_ray(address: str | None, data_root: str | None = None) -> bool:
         env["LIANDAN_DATA_ROOT"] = str(Path(data_root).resolve())
     # "local": without an address start a fresh in-process Ray; plain None would attach
     # to whatever cluster `ray start` left running on this machine.
+    kwargs: dict = {}
+    if not address:
+        # Ray would prestart one idle worker per CPU for tasks; Tune's trials are actors
+        # with workers of their own, so those processes only compete with the first trials.
+        kwargs["_system_config"] = {"prestart_worker_first_driver": False}
     ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-             configure_logging=False, runtime_env={"env_vars": env})
+             configure_logging=False, runtime_env={"env_vars": env}, **kwargs)
     return True
 
 
