@@ -1,26 +1,36 @@
 """What Ray and the service add over a bare training loop (issue: core).
 
 One 24-trial digits study (a 3x2x4 grid, 12 epochs, no pruning, so every way runs the
-same 24 configurations to the end), three ways, in one process tree:
+same 24 configurations to the end), five ways, in one process tree:
 
-  bare     the objective called in a plain Python loop, sequentially (the limit)
-  optuna   plain Optuna `study.optimize`, sequential, SQLite storage, per-epoch reports
-  liandan  `run_study` at 2 concurrent trials of 1 CPU each (Ray started in-process)
+  bare      the objective called in a plain Python loop, sequentially (torch threads = CPUs)
+  optuna    plain Optuna `study.optimize`, sequential, SQLite storage, per-epoch reports
+            (torch threads = CPUs, the default; and = 1, as each liandan trial gets)
+  bound     two plain processes of 1 thread each taking configurations from a queue: no
+            Ray, no Optuna, no records, started before the clock. The most any runner of
+            2 concurrent 1-CPU trials can get from this machine (an optimistic bound).
+  liandan   `run_study` at 2 concurrent trials of 1 CPU each (Ray started in-process)
+
+This machine's speed drifts by 10-25% over minutes (shared 2-vCPU host), so the ways run
+in interleaved rounds, each round in a rotated order, and the headline ratios are the
+median of per-round ratios (each from the same round's runs) with their range.
 
 Then the training loop's samples/s against a hand-written loop of the same model and batch
-size, and the peak memory (PSS) of a whole `liandan run search_spaces/quickstart.yaml`,
-driver and Ray processes together.
+size (alternating, medians), and the peak memory (PSS) of a whole
+`liandan run search_spaces/quickstart.yaml`, driver and Ray processes together.
 
 Targets on 2 cores: liandan >= 1.6x faster than plain sequential Optuna; wall time added
 per trial beyond (trial compute / concurrency) <= 25%; loop samples/s >= 0.95 of the bare
 hand-written loop; quickstart peak memory <= 4 GiB.
 
-    .venv/bin/python bench/overhead.py          # writes bench/results/overhead.json
+    .venv/bin/python bench/overhead.py [--rounds 3]   # writes bench/results/overhead.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -113,23 +123,48 @@ def liandan(db: Path) -> dict:
             "n_trials": len(study.trials), "concurrency": 2}
 
 
-def loop_throughput(batch_size: int = 64, epochs: int = 6, repeats: int = 3) -> dict:
-    """train_classifier's samples/s vs a hand-written loop, same model/batch/threads."""
+def _pool_init() -> None:
+    torch.set_num_threads(1)
+    load("digits", "cpu")  # each process caches its data once, as a liandan worker does
+
+
+def _pool_trial(config: dict) -> float:
+    start = time.perf_counter()
+    for _ in resolve("digits_cnn")(config):
+        pass
+    return time.perf_counter() - start
+
+
+def bound(processes: int = 2) -> dict:
+    """Two plain 1-thread processes pulling configurations from a queue (no Ray/Optuna)."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes, initializer=_pool_init) as pool:
+        pool.map(_pool_trial, [{**configs()[-1], "epochs": 1}] * processes)  # warm up
+        t0 = time.perf_counter()
+        times = pool.map(_pool_trial, configs(), chunksize=1)
+        wall = time.perf_counter() - t0
+    return {"wall_s": wall, "trial_s": times, "processes": processes}
+
+
+def loop_throughput(batch_size: int = 64, epochs: int = 6, repeats: int = 4) -> dict:
+    """train_classifier's samples/s vs a hand-written loop, same model/batch/threads,
+    alternating the two so that drift of the machine's speed hits both alike."""
     torch.set_num_threads(1)
     data = load("digits", "cpu")
     objective = resolve("digits_cnn")
-    ours = []
-    for r in range(repeats):
+
+    def ours(seed: int) -> list[float]:
         metrics = list(objective({"batch_size": batch_size, "optimizer": "momentum",
-                                  "lr": 0.05, "epochs": epochs, "seed": r}))
-        ours += [m["samples_per_s"] for m in metrics[1:]]  # epoch 1 is warm-up
-    bare_rates = []
-    for r in range(repeats):
-        torch.manual_seed(r)
+                                  "lr": 0.05, "epochs": epochs, "seed": seed}))
+        return [m["samples_per_s"] for m in metrics[1:]]  # epoch 1 is warm-up
+
+    def hand_written(seed: int) -> list[float]:
+        torch.manual_seed(seed)
         model = SmallCNN(1, 10, 32, batchnorm=True)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         n = len(data.x_train)
         steps = n // batch_size
+        rates = []
         for epoch in range(epochs):
             t = time.perf_counter()
             order = torch.randperm(n)
@@ -141,8 +176,15 @@ def loop_throughput(batch_size: int = 64, epochs: int = 6, repeats: int = 3) -> 
                 loss.backward()
                 opt.step()
             if epoch > 0:
-                bare_rates.append(steps * batch_size / (time.perf_counter() - t))
-    ours_med, bare_med = statistics.median(ours), statistics.median(bare_rates)
+                rates.append(steps * batch_size / (time.perf_counter() - t))
+        return rates
+
+    our_rates: list[float] = []
+    bare_rates: list[float] = []
+    for r in range(repeats):
+        our_rates += ours(r)
+        bare_rates += hand_written(r)
+    ours_med, bare_med = statistics.median(our_rates), statistics.median(bare_rates)
     return {"batch_size": batch_size, "threads": 1, "liandan_samples_per_s": ours_med,
             "bare_samples_per_s": bare_med, "ratio": ours_med / bare_med}
 
@@ -184,57 +226,100 @@ def quickstart_peak_memory(db: Path) -> dict:
             "peak_pss_gib": peak / 2**30, "processes_at_peak": peak_procs}
 
 
+def one_round(order: list[str], tmp: Path) -> dict:
+    """Each way once, in `order`."""
+    threads = os.cpu_count() or 1
+    ways = {"bare": lambda: bare(threads),
+            "optuna": lambda: plain_optuna(threads, tmp / f"o{time.time_ns()}.db"),
+            "optuna_1thread": lambda: plain_optuna(1, tmp / f"o1{time.time_ns()}.db"),
+            "bound": bound,
+            "liandan": lambda: liandan(tmp / f"l{time.time_ns()}.db")}
+    out = {}
+    for name in order:
+        out[name] = ways[name]()
+        print(f"  {name:15s} {out[name]['wall_s']:6.1f} s", flush=True)
+    lw = out["liandan"]
+    ideal = sum(lw["trial_compute_s"]) / lw["concurrency"]
+    out["ratios"] = {
+        "speedup_vs_plain_optuna": out["optuna"]["wall_s"] / lw["wall_s"],
+        "speedup_vs_plain_optuna_incl_ray_start":
+            out["optuna"]["wall_s"] / (lw["wall_s"] + lw["ray_start_s"]),
+        "speedup_vs_plain_optuna_1thread": out["optuna_1thread"]["wall_s"] / lw["wall_s"],
+        "bound_speedup_vs_plain_optuna": out["optuna"]["wall_s"] / out["bound"]["wall_s"],
+        "liandan_share_of_bound": out["bound"]["wall_s"] / lw["wall_s"],
+        "optuna_over_bare": out["optuna"]["wall_s"] / out["bare"]["wall_s"],
+        "added_wall_per_trial_fraction": (lw["wall_s"] - ideal) / ideal,
+        "added_wall_per_trial_s": (lw["wall_s"] - ideal) / lw["n_trials"],
+        # Trials slow each other down through the CPU that Ray, the driver and the other
+        # trial take: their summed compute against the same trials alone in the bound.
+        "trial_compute_over_bound": sum(lw["trial_compute_s"]) / sum(out["bound"]["trial_s"]),
+    }
+    return out
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
     out: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                  "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                              "torch": torch.__version__, "device": "cpu"},
-                 "study": "24 digits_cnn trials, grid 3x2x4, 12 epochs, no pruning"}
+                 "study": "24 digits_cnn trials, grid 3x2x4, 12 epochs, no pruning",
+                 "rounds": []}
+    names = ["bare", "optuna", "optuna_1thread", "bound", "liandan"]
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        out["bare"] = bare(threads=os.cpu_count() or 1)
-        print(f"bare loop, sequential:        {out['bare']['wall_s']:6.1f} s")
-        out["optuna"] = plain_optuna(os.cpu_count() or 1, tmp / "optuna.db")
-        print(f"plain Optuna, sequential:     {out['optuna']['wall_s']:6.1f} s "
-              f"(torch threads = {out['optuna']['threads']}, the default)")
-        # The same per-trial resources as liandan's trials (1 CPU): what concurrency buys.
-        out["optuna_1thread"] = plain_optuna(1, tmp / "optuna1.db")
-        print(f"plain Optuna, sequential:     {out['optuna_1thread']['wall_s']:6.1f} s "
+        for r in range(args.rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            print(f"round {r + 1}/{args.rounds}: {' -> '.join(order)}", flush=True)
+            out["rounds"].append(one_round(order, Path(tmp)))
+        rounds = out["rounds"]
+
+        def med(name: str) -> float:
+            return statistics.median(r[name]["wall_s"] for r in rounds)
+
+        def ratio(key: str) -> dict:
+            values = [r["ratios"][key] for r in rounds]
+            return {"median": statistics.median(values), "min": min(values),
+                    "max": max(values)}
+
+        out["median_wall_s"] = {name: med(name) for name in names}
+        out["ratios"] = {key: ratio(key) for key in rounds[0]["ratios"]}
+        m, r = out["median_wall_s"], out["ratios"]
+        ray_start = statistics.median(x["liandan"]["ray_start_s"] for x in rounds)
+        print(f"\nmedians over {len(rounds)} rounds (ratios: median of per-round, [min-max])")
+        print(f"bare loop, sequential:        {m['bare']:6.1f} s")
+        print(f"plain Optuna, sequential:     {m['optuna']:6.1f} s (torch threads = "
+              f"{os.cpu_count()}, the default)")
+        print(f"plain Optuna, sequential:     {m['optuna_1thread']:6.1f} s "
               "(torch threads = 1, as each liandan trial)")
-        out["liandan"] = liandan(tmp / "liandan.db")
-        lw = out["liandan"]
-        print(f"liandan, 2 concurrent:        {lw['wall_s']:6.1f} s "
-              f"(+ {lw['ray_start_s']:.1f} s starting Ray)")
-        ideal = sum(lw["trial_compute_s"]) / lw["concurrency"]
-        out["ratios"] = {
-            "speedup_vs_plain_optuna": out["optuna"]["wall_s"] / lw["wall_s"],
-            "speedup_vs_plain_optuna_incl_ray_start":
-                out["optuna"]["wall_s"] / (lw["wall_s"] + lw["ray_start_s"]),
-            "speedup_vs_plain_optuna_1thread":
-                out["optuna_1thread"]["wall_s"] / lw["wall_s"],
-            # The best concurrency can do here: the trials' own compute, perfectly packed.
-            "ideal_speedup_vs_plain_optuna": out["optuna"]["wall_s"] / ideal,
-            "optuna_over_bare": out["optuna"]["wall_s"] / out["bare"]["wall_s"],
-            "added_wall_per_trial_fraction": (lw["wall_s"] - ideal) / ideal,
-            "added_wall_per_trial_s": (lw["wall_s"] - ideal) / lw["n_trials"],
-        }
-        r = out["ratios"]
-        print(f"speed-up vs plain Optuna:     {r['speedup_vs_plain_optuna']:.2f}x "
-              f"({r['speedup_vs_plain_optuna_incl_ray_start']:.2f}x with Ray start)"
+        print(f"bound, 2 bare processes:      {m['bound']:6.1f} s (no Ray, no Optuna)")
+        print(f"liandan, 2 concurrent:        {m['liandan']:6.1f} s "
+              f"(+ {ray_start:.1f} s starting Ray)")
+
+        def show(key: str, scale: float = 1.0, unit: str = "x") -> str:
+            v = r[key]
+            return (f"{scale * v['median']:.2f}{unit} "
+                    f"[{scale * v['min']:.2f}-{scale * v['max']:.2f}]")
+
+        print(f"speed-up vs plain Optuna:     {show('speedup_vs_plain_optuna')}"
               "   target >= 1.6x")
-        print(f"  (vs 1-thread Optuna: {r['speedup_vs_plain_optuna_1thread']:.2f}x; "
-              f"perfect packing of the trials' own compute would give "
-              f"{r['ideal_speedup_vs_plain_optuna']:.2f}x)")
-        print(f"wall added per trial:         {100 * r['added_wall_per_trial_fraction']:.1f}% "
-              f"({r['added_wall_per_trial_s']:.3f} s) beyond compute/concurrency"
-              "   target <= 25%")
+        print(f"  bound's speed-up (no runner): {show('bound_speedup_vs_plain_optuna')}; "
+              f"liandan reaches {show('liandan_share_of_bound', 100, '%')} of the bound")
+        print(f"  vs 1-thread Optuna: {show('speedup_vs_plain_optuna_1thread')}; "
+              f"with Ray start: {show('speedup_vs_plain_optuna_incl_ray_start')}")
+        print(f"  trials' own compute vs alone in the bound: "
+              f"{show('trial_compute_over_bound')}")
+        print(f"wall added per trial:         "
+              f"{show('added_wall_per_trial_fraction', 100, '%')} beyond "
+              "compute/concurrency   target <= 25%")
         out["loop"] = loop_throughput()
         print(f"training loop samples/s:      {out['loop']['liandan_samples_per_s']:.0f} vs "
               f"bare {out['loop']['bare_samples_per_s']:.0f} = {out['loop']['ratio']:.3f}"
               "   target >= 0.95")
-        out["quickstart_memory"] = quickstart_peak_memory(tmp / "qs.db")
-        m = out["quickstart_memory"]
-        print(f"quickstart peak memory (PSS): {m['peak_pss_gib']:.2f} GiB over "
-              f"{m['processes_at_peak']} processes, {m['wall_s']:.0f} s   target <= 4 GiB")
+        out["quickstart_memory"] = quickstart_peak_memory(Path(tmp) / "qs.db")
+        q = out["quickstart_memory"]
+        print(f"quickstart peak memory (PSS): {q['peak_pss_gib']:.2f} GiB over "
+              f"{q['processes_at_peak']} processes, {q['wall_s']:.0f} s   target <= 4 GiB")
     path = ROOT / "bench" / "results" / "overhead.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"saved {path.relative_to(ROOT)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,10 +36,13 @@ from service.records import (
     UNFINISHED,
     WORKER_LOST,
 )
-from service.storage import set_user_attrs
+from service.storage import set_intermediate_values, set_user_attrs
 from service.trainable import ERROR_KEY
 
 log = logging.getLogger(__name__)
+
+# Longest a reported epoch's metric waits before it is written to the storage.
+WRITE_EVERY_S = 1.0
 
 # Keys Ray adds to every result; everything else came from the objective or the trainable.
 RAY_KEYS = frozenset(AUTO_RESULT_KEYS) | frozenset(DEBUG_METRICS) | {
@@ -70,6 +74,18 @@ class TrialInfo:
     last_step: int = 0
     last_result: dict | None = None
     stopped_by_scheduler: bool = False
+    unwritten: dict[int, float] = field(default_factory=dict)  # {epoch: metric} not yet stored
+    written_at: float = field(default_factory=time.monotonic)
+
+    def write_curve(self, force: bool = False) -> None:
+        """Store the epochs' metric values reported since the last write: at once when
+        `force` or when `WRITE_EVERY_S` has passed. A short epoch is thus not one database
+        commit on the driver's path between a result and the trial's next epoch, and the
+        dashboard's curves lag by at most that long."""
+        if self.unwritten and (force or time.monotonic() - self.written_at >= WRITE_EVERY_S):
+            set_intermediate_values(self.ot_trial, self.unwritten)
+            self.unwritten = {}
+            self.written_at = time.monotonic()
 
 
 @dataclass
@@ -172,8 +188,9 @@ class ArmSearch(OptunaSearch):
         info.last_result = result
         value, step = result.get(self.metric), int(result[TRAINING_ITERATION])
         if _finite(value) and step > info.last_step:
-            info.ot_trial.report(float(value), step)
+            info.unwritten[step] = float(value)
             info.last_step = step
+            info.write_curve()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> str | None:
@@ -184,6 +201,7 @@ class ArmSearch(OptunaSearch):
         if result and not error:
             self.on_trial_result(trial_id, result)  # Ray 2.60 skips the final epoch's
         info = self.ledger.trials.pop(trial_id)
+        info.write_curve(force=True)
         ot_trial = info.ot_trial
         metrics = result_metrics(result)
         attrs = {key: _jsonable(val) for key, val in metrics.items()}
@@ -324,6 +342,7 @@ class StudySearch(DriverOnly, Searcher):
                 # It reported its last epoch; only Tune's completion event was lost.
                 owner.on_trial_complete(trial_id, info.last_result)
                 continue
+            info.write_curve(force=True)
             info.ot_trial.set_user_attr("fail_reason", reason)
             owner._tell(info.ot_trial, TrialState.FAIL, None)
             self.ledger.outcomes["cancelled" if self.ledger.cancelled else "failed"] += 1

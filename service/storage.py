@@ -92,6 +92,26 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
                 set_={"value_json": stmt.excluded.value_json}))
 
 
+    def set_trial_intermediate_values(self, trial_id: int, values: dict[int, float]) -> None:
+        """Several epochs' intermediate values of one trial in one transaction."""
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            for step, value in values.items():
+                self._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+
+
+def set_intermediate_values(trial: optuna.Trial, values: dict[int, float]) -> None:
+    """Report `values` ({step: value}) of a running trial, in one transaction where the
+    storage allows."""
+    backend = getattr(trial.storage, "_backend", trial.storage)  # under _CachedStorage
+    if isinstance(backend, ResilientRDBStorage):
+        backend.set_trial_intermediate_values(trial._trial_id, values)
+    else:
+        for step, value in values.items():
+            trial.report(value, step)
+
+
 def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
     """Set `attrs` on a running trial, in one transaction where the storage allows."""
     backend = getattr(trial.storage, "_backend", trial.storage)  # under _CachedStorage
@@ -139,6 +159,7 @@ for _name in (
     "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
     "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
     "get_trial", "get_all_trials", "get_best_trial", "set_trial_user_attrs",
+    "set_trial_intermediate_values",
 ):
     setattr(ResilientRDBStorage, _name, _retrying(getattr(ResilientRDBStorage, _name)))
 

@@ -268,3 +268,50 @@ def test_a_postgresql_restart_mid_study_loses_nothing(pg_url):
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 8
     assert all(sorted(t.intermediate_values) == [1, 2, 3, 4]
                for t in trials if t.state == TrialState.COMPLETE)
+
+
+def test_a_running_trials_curve_is_stored_while_it_runs_in_batches(sqlite_url, monkeypatch):
+    # Epochs of 0.1 s are written at most every WRITE_EVERY_S, so the dashboard sees a
+    # running trial's curve grow during the run, a few epochs per database write.
+    import threading
+    import time
+
+    from service import search, storage
+
+    writes: list[int] = []
+    real = storage.ResilientRDBStorage.set_trial_intermediate_values
+
+    def counting(self, trial_id, values):
+        writes.append(len(values))
+        return real(self, trial_id, values)
+
+    monkeypatch.setattr(storage.ResilientRDBStorage, "set_trial_intermediate_values", counting)
+    monkeypatch.setattr(search, "WRITE_EVERY_S", 0.5)
+    spec = spec_of(fixed={"epochs": 20, "sleep": 0.1},
+                   budget={"trials": 1, "seeds": 0, "max_concurrent": 1})
+    seen: list[int] = []  # lengths of a RUNNING trial's stored curve, as a reader sees them
+    done = threading.Event()
+
+    def watch() -> None:
+        reader = None
+        while not done.is_set():
+            try:
+                reader = reader or storage.open_storage(sqlite_url)  # as the dashboard would
+                study = optuna.load_study(study_name="toy", storage=reader)
+                seen.extend(len(t.intermediate_values) for t in study.trials
+                            if t.state == TrialState.RUNNING)
+            except KeyError:  # the study does not exist yet
+                pass
+            time.sleep(0.1)
+
+    reader = threading.Thread(target=watch)
+    reader.start()
+    try:
+        run_study(spec, sqlite_url, show_progress=False)
+    finally:
+        done.set()
+        reader.join()
+    (trial,) = trials_of(sqlite_url, "toy")
+    assert sorted(trial.intermediate_values) == list(range(1, 21))
+    assert any(0 < n < 20 for n in seen), seen  # visible while running
+    assert sum(writes) == 20 and 2 <= len(writes) <= 10, writes  # batched, not per epoch
