@@ -36,7 +36,7 @@ from service.records import (
     UNFINISHED,
     WORKER_LOST,
 )
-from service.storage import set_intermediate_values, set_user_attrs
+from service.storage import write_trial
 from service.trainable import ERROR_KEY
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class TrialInfo:
         commit on the driver's path between a result and the trial's next epoch, and the
         dashboard's curves lag by at most that long."""
         if self.unwritten and (force or time.monotonic() - self.written_at >= WRITE_EVERY_S):
-            set_intermediate_values(self.ot_trial, self.unwritten)
+            write_trial(self.ot_trial, curve=self.unwritten)
             self.unwritten = {}
             self.written_at = time.monotonic()
 
@@ -166,7 +166,7 @@ class ArmSearch(OptunaSearch):
             ot_trial = study.ask(fixed_distributions=self.plan.distributions(self.arm, seed))
         else:
             ot_trial = study.ask(fixed_distributions=self._space)
-        set_user_attrs(ot_trial, {"role": role, **({"arm": self.arm.label}
+        write_trial(ot_trial, {"role": role, **({"arm": self.arm.label}
                                                    if self.arm.label else {})})
         params = dict(ot_trial.params)
         self._ot_trials[trial_id] = ot_trial
@@ -201,7 +201,6 @@ class ArmSearch(OptunaSearch):
         if result and not error:
             self.on_trial_result(trial_id, result)  # Ray 2.60 skips the final epoch's
         info = self.ledger.trials.pop(trial_id)
-        info.write_curve(force=True)
         ot_trial = info.ot_trial
         metrics = result_metrics(result)
         attrs = {key: _jsonable(val) for key, val in metrics.items()}
@@ -228,7 +227,8 @@ class ArmSearch(OptunaSearch):
             attrs["fail_reason"] = DIVERGED if diverged else NO_METRIC
         else:
             state, outcome = TrialState.COMPLETE, "diverged" if diverged else "complete"
-        set_user_attrs(ot_trial, attrs)  # one transaction for the whole record
+        # One transaction for the whole record: attributes and the curve's last epochs.
+        write_trial(ot_trial, attrs, curve=info.unwritten)
         self._tell(ot_trial, state, float(value) if state == TrialState.COMPLETE else None)
         self.ledger.outcomes[outcome] += 1
         if state == TrialState.COMPLETE:

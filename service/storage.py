@@ -62,18 +62,22 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
 
     RETRY_S = 60.0
 
-    def set_trial_user_attrs(self, trial_id: int, attrs: dict) -> None:
-        """Several user attributes of one trial in one transaction and, on SQLite and
-        PostgreSQL, one upsert statement (Optuna's `set_trial_user_attr` commits each on
-        its own after re-reading the trial: a record's ~15 attributes were 30 statements,
-        on the driver's critical path between one trial and the next)."""
+    def set_trial_record(self, trial_id: int, attrs: dict,
+                         curve: dict[int, float] | None = None) -> None:
+        """User attributes and intermediate values ({step: value}) of one running trial
+        in one transaction; on SQLite and PostgreSQL the attributes are one upsert.
+        (Optuna commits each attribute and each value on its own after re-reading the
+        trial: a record's ~15 attributes were 30 statements and 15 commits, on the
+        driver's path between one trial and the next.)"""
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        if not attrs:
-            return
         model = models.TrialUserAttributeModel
         with _create_scoped_session(self.scoped_session, True) as session:
+            for step, value in (curve or {}).items():
+                self._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+            if not attrs:
+                return
             if self.engine.name not in ("sqlite", "postgresql"):
                 for key, value in attrs.items():
                     self._set_trial_attr_without_commit(session, model, trial_id, key, value)
@@ -92,34 +96,18 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
                 set_={"value_json": stmt.excluded.value_json}))
 
 
-    def set_trial_intermediate_values(self, trial_id: int, values: dict[int, float]) -> None:
-        """Several epochs' intermediate values of one trial in one transaction."""
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(self.scoped_session, True) as session:
-            for step, value in values.items():
-                self._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
-
-
-def set_intermediate_values(trial: optuna.Trial, values: dict[int, float]) -> None:
-    """Report `values` ({step: value}) of a running trial, in one transaction where the
-    storage allows."""
+def write_trial(trial: optuna.Trial, attrs: dict | None = None,
+                curve: dict[int, float] | None = None) -> None:
+    """Store user attributes and intermediate values ({step: value}) of a running trial,
+    in one transaction where the storage allows."""
     backend = getattr(trial.storage, "_backend", trial.storage)  # under _CachedStorage
     if isinstance(backend, ResilientRDBStorage):
-        backend.set_trial_intermediate_values(trial._trial_id, values)
-    else:
-        for step, value in values.items():
-            trial.report(value, step)
-
-
-def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
-    """Set `attrs` on a running trial, in one transaction where the storage allows."""
-    backend = getattr(trial.storage, "_backend", trial.storage)  # under _CachedStorage
-    if isinstance(backend, ResilientRDBStorage):
-        backend.set_trial_user_attrs(trial._trial_id, attrs)
-    else:
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        backend.set_trial_record(trial._trial_id, attrs or {}, curve)
+        return
+    for step, value in (curve or {}).items():
+        trial.report(value, step)
+    for key, value in (attrs or {}).items():
+        trial.set_user_attr(key, value)
 
 
 def _retrying(method):
@@ -158,8 +146,7 @@ for _name in (
     "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
     "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
     "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
-    "get_trial", "get_all_trials", "get_best_trial", "set_trial_user_attrs",
-    "set_trial_intermediate_values",
+    "get_trial", "get_all_trials", "get_best_trial", "set_trial_record",
 ):
     setattr(ResilientRDBStorage, _name, _retrying(getattr(ResilientRDBStorage, _name)))
 

@@ -279,13 +279,14 @@ def test_a_running_trials_curve_is_stored_while_it_runs_in_batches(sqlite_url, m
     from service import search, storage
 
     writes: list[int] = []
-    real = storage.ResilientRDBStorage.set_trial_intermediate_values
+    real = storage.ResilientRDBStorage.set_trial_record
 
-    def counting(self, trial_id, values):
-        writes.append(len(values))
-        return real(self, trial_id, values)
+    def counting(self, trial_id, attrs, curve=None):
+        if curve:
+            writes.append(len(curve))
+        return real(self, trial_id, attrs, curve)
 
-    monkeypatch.setattr(storage.ResilientRDBStorage, "set_trial_intermediate_values", counting)
+    monkeypatch.setattr(storage.ResilientRDBStorage, "set_trial_record", counting)
     monkeypatch.setattr(search, "WRITE_EVERY_S", 0.5)
     spec = spec_of(fixed={"epochs": 20, "sleep": 0.1},
                    budget={"trials": 1, "seeds": 0, "max_concurrent": 1})

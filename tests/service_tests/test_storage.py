@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 
-from service.storage import open_storage, set_user_attrs
+from service.storage import open_storage, write_trial
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -15,26 +17,29 @@ def storage_url(request, tmp_path):
     return request.getfixturevalue("pg_url")
 
 
-def test_batched_user_attrs_insert_then_overwrite(storage_url: str) -> None:
+def test_a_trial_record_inserts_then_overwrites(storage_url: str) -> None:
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage, study_name="attrs")
     trial = study.ask()
-    set_user_attrs(trial, {"arm": "adam", "val_accuracy": 0.5, "curve": [1, 2], "none": None})
+    write_trial(trial, {"arm": "adam", "val_accuracy": 0.5, "curve": [1, 2], "none": None},
+                curve={1: 0.25, 2: float("nan")})
     # A second batch overwrites the keys it names and leaves the others alone.
-    set_user_attrs(trial, {"val_accuracy": 0.75, "node_id": "n1"})
-    set_user_attrs(trial, {})
-    attrs = open_storage(storage_url).get_trial(trial._trial_id).user_attrs
-    assert attrs == {"arm": "adam", "val_accuracy": 0.75, "curve": [1, 2], "none": None,
-                     "node_id": "n1"}
+    write_trial(trial, {"val_accuracy": 0.75, "node_id": "n1"}, curve={3: float("inf")})
+    write_trial(trial, {})
+    stored = open_storage(storage_url).get_trial(trial._trial_id)
+    assert stored.user_attrs == {"arm": "adam", "val_accuracy": 0.75, "curve": [1, 2],
+                                 "none": None, "node_id": "n1"}
+    assert stored.intermediate_values[1] == 0.25 and stored.intermediate_values[3] == math.inf
+    assert math.isnan(stored.intermediate_values[2])
 
 
-def test_batched_user_attrs_refuse_a_finished_trial(storage_url: str) -> None:
+def test_a_finished_trials_record_is_refused_whole(storage_url: str) -> None:
     study = optuna.create_study(storage=open_storage(storage_url), study_name="done")
     trial = study.ask()
     study.tell(trial, 1.0)
     with pytest.raises(RuntimeError, match="finished"):
-        set_user_attrs(trial, {"late": 1})
-    assert "late" not in study.trials[0].user_attrs
+        write_trial(trial, {"late": 1}, curve={1: 0.5})
+    assert "late" not in study.trials[0].user_attrs and not study.trials[0].intermediate_values
 
 
 def test_processes_creating_a_new_database_at_once_all_open_it(storage_url: str) -> None:
