@@ -261,6 +261,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per plain-Optuna trial
     out: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                  "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                              "torch": torch.__version__, "device": "cpu"},
