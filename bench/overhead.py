@@ -266,6 +266,9 @@ def main() -> None:
                  "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                              "torch": torch.__version__, "device": "cpu"},
                  "study": "24 digits_cnn trials, grid 3x2x4, 12 epochs, no pruning",
+                 "code_version": subprocess.run(
+                     ["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                     capture_output=True, text=True).stdout.strip(),
                  "rounds": []}
     names = ["bare", "optuna", "optuna_1thread", "bound", "liandan"]
     with tempfile.TemporaryDirectory() as tmp:

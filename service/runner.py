@@ -134,6 +134,10 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
     # Tune's CSV/JSON/TensorBoard loggers duplicate what Optuna records; skip them.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune snapshots its experiment state every 10 s or more, pickling every trial, into
+    # the temporary directory below that is deleted after the run: the Optuna storage is
+    # the checkpoint (`StudySearch` recovers from it). Only its final snapshot remains.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(10**9))
     # A result without the metric (an objective's error, a user objective that forgot it)
     # must end one trial as FAIL, not abort the whole run.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
