@@ -9,6 +9,8 @@ same 24 configurations to the end), five ways, in one process tree:
   bound     two plain processes of 1 thread each taking configurations from a queue: no
             Ray, no Optuna, no records, started before the clock. The most any runner of
             2 concurrent 1-CPU trials can get from this machine (an optimistic bound).
+  ray       two plain Ray actors of 1 CPU each fed by an `ActorPool` (no Tune, no Optuna),
+            started before the clock: what Ray itself costs against the bound
   liandan   `run_study` at 2 concurrent trials of 1 CPU each (Ray started in-process)
 
 This machine's speed drifts by 10-25% over minutes (shared 2-vCPU host), so the ways run
@@ -146,6 +148,30 @@ def bound(processes: int = 2) -> dict:
     return {"wall_s": wall, "trial_s": times, "processes": processes}
 
 
+def ray_actors(processes: int = 2) -> dict:
+    """The bound's work on plain Ray actors: Ray's own cost, without Tune or Optuna."""
+    import ray
+    from ray.util import ActorPool
+
+    ensure_ray(None)
+    worker = ray.remote(num_cpus=1)(_Worker)
+    actors = [worker.remote() for _ in range(processes)]
+    ray.get([a.trial.remote({**configs()[-1], "epochs": 1}) for a in actors])  # warm up
+    t0 = time.perf_counter()
+    times = list(ActorPool(actors).map(lambda a, c: a.trial.remote(c), configs()))
+    wall = time.perf_counter() - t0
+    ray.shutdown()
+    return {"wall_s": wall, "trial_s": times, "processes": processes}
+
+
+class _Worker:
+    def __init__(self) -> None:
+        _pool_init()
+
+    def trial(self, config: dict) -> float:
+        return _pool_trial(config)
+
+
 def loop_throughput(batch_size: int = 64, epochs: int = 6, repeats: int = 4) -> dict:
     """train_classifier's samples/s vs a hand-written loop, same model/batch/threads,
     alternating the two so that drift of the machine's speed hits both alike."""
@@ -233,6 +259,7 @@ def one_round(order: list[str], tmp: Path) -> dict:
             "optuna": lambda: plain_optuna(threads, tmp / f"o{time.time_ns()}.db"),
             "optuna_1thread": lambda: plain_optuna(1, tmp / f"o1{time.time_ns()}.db"),
             "bound": bound,
+            "ray": ray_actors,
             "liandan": lambda: liandan(tmp / f"l{time.time_ns()}.db")}
     out = {}
     for name in order:
@@ -247,6 +274,7 @@ def one_round(order: list[str], tmp: Path) -> dict:
         "speedup_vs_plain_optuna_1thread": out["optuna_1thread"]["wall_s"] / lw["wall_s"],
         "bound_speedup_vs_plain_optuna": out["optuna"]["wall_s"] / out["bound"]["wall_s"],
         "liandan_share_of_bound": out["bound"]["wall_s"] / lw["wall_s"],
+        "ray_actors_share_of_bound": out["bound"]["wall_s"] / out["ray"]["wall_s"],
         "optuna_over_bare": out["optuna"]["wall_s"] / out["bare"]["wall_s"],
         "added_wall_per_trial_fraction": (lw["wall_s"] - ideal) / ideal,
         "added_wall_per_trial_s": (lw["wall_s"] - ideal) / lw["n_trials"],
@@ -270,7 +298,7 @@ def main() -> None:
                      ["git", "describe", "--always", "--dirty"], cwd=ROOT,
                      capture_output=True, text=True).stdout.strip(),
                  "rounds": []}
-    names = ["bare", "optuna", "optuna_1thread", "bound", "liandan"]
+    names = ["bare", "optuna", "optuna_1thread", "bound", "ray", "liandan"]
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             order = names[r % len(names):] + names[:r % len(names)]
@@ -297,6 +325,7 @@ def main() -> None:
         print(f"plain Optuna, sequential:     {m['optuna_1thread']:6.1f} s "
               "(torch threads = 1, as each liandan trial)")
         print(f"bound, 2 bare processes:      {m['bound']:6.1f} s (no Ray, no Optuna)")
+        print(f"plain Ray, 2 actors:          {m['ray']:6.1f} s (no Tune, no Optuna)")
         print(f"liandan, 2 concurrent:        {m['liandan']:6.1f} s "
               f"(+ {ray_start:.1f} s starting Ray)")
 
@@ -308,7 +337,8 @@ def main() -> None:
         print(f"speed-up vs plain Optuna:     {show('speedup_vs_plain_optuna')}"
               "   target >= 1.6x")
         print(f"  bound's speed-up (no runner): {show('bound_speedup_vs_plain_optuna')}; "
-              f"liandan reaches {show('liandan_share_of_bound', 100, '%')} of the bound")
+              f"liandan reaches {show('liandan_share_of_bound', 100, '%')} of the bound, "
+              f"plain Ray actors {show('ray_actors_share_of_bound', 100, '%')}")
         print(f"  vs 1-thread Optuna: {show('speedup_vs_plain_optuna_1thread')}; "
               f"with Ray start: {show('speedup_vs_plain_optuna_incl_ray_start')}")
         print(f"  trials' own compute vs alone in the bound: "
