@@ -77,12 +77,12 @@ class TrialInfo:
     unwritten: dict[int, float] = field(default_factory=dict)  # {epoch: metric} not yet stored
     written_at: float = field(default_factory=time.monotonic)
 
-    def write_curve(self, force: bool = False) -> None:
-        """Store the epochs' metric values reported since the last write: at once when
-        `force` or when `WRITE_EVERY_S` has passed. A short epoch is thus not one database
-        commit on the driver's path between a result and the trial's next epoch, and the
-        dashboard's curves lag by at most that long."""
-        if self.unwritten and (force or time.monotonic() - self.written_at >= WRITE_EVERY_S):
+    def write_curve(self) -> None:
+        """Store the epochs' metric values reported since the last write once
+        `WRITE_EVERY_S` has passed (the rest goes with the trial's final record). A short
+        epoch is thus not one database commit on the driver's path between a result and
+        the trial's next epoch, and the dashboard's curves lag by at most that long."""
+        if self.unwritten and time.monotonic() - self.written_at >= WRITE_EVERY_S:
             write_trial(self.ot_trial, curve=self.unwritten)
             self.unwritten = {}
             self.written_at = time.monotonic()
@@ -167,7 +167,7 @@ class ArmSearch(OptunaSearch):
         else:
             ot_trial = study.ask(fixed_distributions=self._space)
         write_trial(ot_trial, {"role": role, **({"arm": self.arm.label}
-                                                   if self.arm.label else {})})
+                                                if self.arm.label else {})})
         params = dict(ot_trial.params)
         self._ot_trials[trial_id] = ot_trial
         epochs = params.get("epochs", self.plan.max_epochs)
@@ -342,8 +342,7 @@ class StudySearch(DriverOnly, Searcher):
                 # It reported its last epoch; only Tune's completion event was lost.
                 owner.on_trial_complete(trial_id, info.last_result)
                 continue
-            info.write_curve(force=True)
-            info.ot_trial.set_user_attr("fail_reason", reason)
+            write_trial(info.ot_trial, {"fail_reason": reason}, curve=info.unwritten)
             owner._tell(info.ot_trial, TrialState.FAIL, None)
             self.ledger.outcomes["cancelled" if self.ledger.cancelled else "failed"] += 1
             del self.ledger.trials[trial_id]
