@@ -23,7 +23,6 @@ import asyncio
 import http.client
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -32,12 +31,13 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from record import RESULTS, machine, now, save
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-" + "x" * 24
-RESULTS = ROOT / "bench" / "results" / "api_load.json"
+RESULT = RESULTS / "api_load.json"
 SPEC = """\
 name: {name}
 objective: toy_objectives:quadratic
@@ -215,11 +215,10 @@ def main() -> None:
                         help="seconds each client waits between polls")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
-    results = {"bench": "api_load", "created": datetime.now(UTC).isoformat(timespec="seconds"),
-               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                           "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]},
+    results = {"bench": "api_load", "created": now(),
+               "machine": machine(load_avg_at_start=[round(x, 2) for x in os.getloadavg()]),
                "config": {k: (str(v) if isinstance(v, Path) else v)
                           for k, v in vars(args).items()},
                "target": "p99 <= 100 ms for GET /studies/{name}"}
@@ -229,9 +228,7 @@ def main() -> None:
             folder.mkdir()
             results[name] = phase(name, folder, args, cache_s)
     results["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save(results, args.out)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
+from record import RESULTS, now, save
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -113,13 +112,11 @@ def main() -> None:
         ks = [1, 2] if args.smoke else [1, 2, 4, 8]
         pack = packing(ks, trials_per_k=1 if args.smoke else 2, epochs=1 if args.smoke else 3,
                        gpu=gpu)
-    out = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "device": device,
+    out = {"date": now(), "device": device,
            "smoke": args.smoke, "samples_per_s": {str(k): v for k, v in rates.items()},
            "pair_ratios": pairs, "packing": {str(k): v for k, v in pack.items()}}
     name = "gpu_check_smoke.json" if args.smoke else "gpu_check.json"
-    path = ROOT / "bench" / "results" / name
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"saved {path.relative_to(ROOT)}")
+    save(out, RESULTS / name)
 
 
 if __name__ == "__main__":

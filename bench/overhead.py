@@ -31,22 +31,20 @@ hand-written loop; quickstart peak memory <= 4 GiB.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
 import psutil
 import torch
+from record import RESULTS, machine, now, save
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -290,9 +288,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per plain-Optuna trial
-    out: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                             "torch": torch.__version__, "device": "cpu"},
+    out: dict = {"date": now(), "machine": machine(torch=torch.__version__, device="cpu"),
                  "study": "24 digits_cnn trials, grid 3x2x4, 12 epochs, no pruning",
                  "code_version": subprocess.run(
                      ["git", "describe", "--always", "--dirty"], cwd=ROOT,
@@ -354,9 +350,7 @@ def main() -> None:
         q = out["quickstart_memory"]
         print(f"quickstart peak memory (PSS): {q['peak_pss_gib']:.2f} GiB over "
               f"{q['processes_at_peak']} processes, {q['wall_s']:.0f} s   target <= 4 GiB")
-    path = ROOT / "bench" / "results" / "overhead.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"saved {path.relative_to(ROOT)}")
+    save(out, RESULTS / "overhead.json")
 
 
 if __name__ == "__main__":

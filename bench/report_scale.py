@@ -34,6 +34,7 @@ from pathlib import Path
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
+from record import RESULTS, now, save
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,7 +44,7 @@ from service.spec import validate_spec  # noqa: E402
 TRIALS = 10_000
 EPOCHS = 5
 TARGET_S = 10.0
-RESULTS = ROOT / "bench" / "results" / "report_scale.json"
+RESULT = RESULTS / "report_scale.json"
 
 
 # ------------------------------------------------------------------ synthetic studies
@@ -211,7 +212,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results = {"machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                            "platform": platform.platform(), "optuna": optuna.__version__,
-                           "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "date": now(),
                            # Shared cores: the load says how much of them the run had.
                            "load_avg_1m_start": round(os.getloadavg()[0], 2)},
                "trials": TRIALS, "epochs": EPOCHS, "target_s": TARGET_S, "cases": {}}
@@ -233,9 +234,7 @@ def main() -> None:
                   f"(after imports {timed['rss_before_mib']:.0f}), Python peak "
                   f"{traced['tracemalloc_peak_mib']:.0f} MiB; built in {build_s:.1f} s")
     results["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    save(results, RESULT)
 
 
 if __name__ == "__main__":

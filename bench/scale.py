@@ -13,19 +13,17 @@ attributes, tell) measured directly, without Ray.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
 import ray
 from ray.cluster_utils import Cluster
+from record import RESULTS, machine, now, save
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -109,9 +107,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=1000)
     args = ap.parse_args()
-    out: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                             "ray": ray.__version__, "optuna": optuna.__version__},
+    out: dict = {"date": now(),
+                 "machine": machine(ray=ray.__version__, optuna=optuna.__version__),
                  "cluster": f"head 0 CPUs + 2 workers x {CONCURRENCY // 2} CPUs (one machine)",
                  "concurrency": CONCURRENCY, "storages": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,9 +128,7 @@ def main() -> None:
                   f"p50 {latency['per_trial_ms_p50']:.1f} ms p99 "
                   f"{latency['per_trial_ms_p99']:.1f} ms per trial; "
                   f"{result['nodes_used']} nodes")
-    path = ROOT / "bench" / "results" / "scale.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"saved {path.relative_to(ROOT)}")
+    save(out, RESULTS / "scale.json")
 
 
 if __name__ == "__main__":
