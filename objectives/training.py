@@ -126,7 +126,7 @@ def train_classifier(
 
         train_seconds = _now(device) - epoch_start
         val_loss, val_accuracy = evaluate(model, data.x_val, data.y_val)
-        epoch_losses = watch.epoch_losses(steps_done)
+        epoch_losses = watch.epoch_losses()
         yield {
             "epoch": epoch,
             "val_accuracy": val_accuracy,
@@ -207,9 +207,11 @@ class _LossWatch:
         self.limit: float | torch.Tensor | None = None
 
     def new_epoch(self, steps: int) -> None:
-        self.host: list[float] = []
-        self.dev = None if self.on_host else torch.empty(steps, device=self.device)
-        self.count = self.checked = 0
+        if self.on_host:
+            self.host: list[float] = []
+        else:
+            self.dev = torch.empty(steps, device=self.device)
+            self.count = self.checked = 0
 
     def healthy(self, loss: torch.Tensor, last_of_epoch: bool) -> bool:
         if self.on_host:
@@ -228,10 +230,9 @@ class _LossWatch:
         self.checked = self.count
         return bool((torch.isfinite(window) & (window <= self.limit)).all())
 
-    def epoch_losses(self, steps: int) -> torch.Tensor:
-        if self.on_host:
-            return torch.tensor(self.host[:steps])
-        return self.dev[:steps]
+    def epoch_losses(self) -> torch.Tensor:
+        """This epoch's step losses so far (up to and including a diverged one)."""
+        return torch.tensor(self.host) if self.on_host else self.dev[:self.count]
 
 
 def _now(device: torch.device) -> float:

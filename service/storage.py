@@ -38,17 +38,15 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
         _use_wal()
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-    for attempt in range(5):
+    for attempt in range(1, 5):
         try:
             return ResilientRDBStorage(url, engine_kwargs=engine_kwargs)
         except (IntegrityError, OperationalError, ProgrammingError):
             # Two processes creating the tables of a new database at once (a run and a
             # dashboard, two service workers): one wins, the other's CREATE collides.
             # The tables then exist, so opening again succeeds.
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(0.2 * attempt)
+    return ResilientRDBStorage(url, engine_kwargs=engine_kwargs)  # a 5th failure is raised
 
 
 class ResilientRDBStorage(optuna.storages.RDBStorage):

@@ -202,3 +202,25 @@ def test_smaller_batches_oscillate_more() -> None:
         return metrics["loss_oscillation"]
 
     assert oscillation(16) > oscillation(256)
+
+
+@pytest.mark.parametrize("on_host", [True, False])
+def test_the_loss_watch_catches_divergence_on_host_at_once_on_device_by_window(on_host) -> None:
+    # The device path (CUDA's) runs here on CPU tensors: same arithmetic, windowed checks.
+    from objectives.training import _CUDA_CHECK_EVERY, _LossWatch
+
+    watch = _LossWatch(torch.device("cpu"))
+    watch.on_host = on_host
+    steps = _CUDA_CHECK_EVERY + 8
+    watch.new_epoch(steps)
+    losses = [2.0 - 0.01 * i for i in range(steps)]
+    losses[_CUDA_CHECK_EVERY + 3] = float("nan")
+    verdicts = [watch.healthy(torch.tensor(v), last_of_epoch=i == steps - 1)
+                for i, v in enumerate(losses)]
+    bad = _CUDA_CHECK_EVERY + 3 if on_host else steps - 1  # the first step that says so
+    assert verdicts.index(False) == bad and all(verdicts[:bad])
+    kept = watch.epoch_losses()
+    assert len(kept) == steps and math.isnan(kept[_CUDA_CHECK_EVERY + 3])
+    # Above 10x the first step's loss is divergence too, on either path.
+    watch.new_epoch(steps)
+    assert not all(watch.healthy(torch.tensor(v), last_of_epoch=True) for v in (1.0, 25.0))
