@@ -344,12 +344,11 @@ def main() -> None:
         print(f"  trials' own compute vs alone in the bound: "
               f"{show('trial_compute_over_bound')}")
         lw = [x["liandan"] for x in rounds]
+        beyond = [[r - c for r, c in zip(x["trial_record_s"], x["trial_compute_s"], strict=True)]
+                  for x in lw]  # per round, per trial: record time not spent computing
         compute = statistics.median(sum(x["trial_compute_s"]) for x in lw)
-        in_records = statistics.median(
-            sum(r - c for r, c in zip(x["trial_record_s"], x["trial_compute_s"])) for x in lw)
-        per_trial = statistics.median(
-            statistics.median(r - c for r, c in zip(x["trial_record_s"], x["trial_compute_s"]))
-            for x in lw)
+        in_records = statistics.median(sum(b) for b in beyond)
+        per_trial = statistics.median(statistics.median(b) for b in beyond)
         outside = statistics.median(
             x["concurrency"] * x["wall_s"] - sum(x["trial_record_s"]) for x in lw)
         driver = statistics.median(x["driver_cpu_s"] for x in lw)
