@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
+import json
 import os
 import pickle
 from pathlib import Path
@@ -26,8 +28,9 @@ DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
 TORCHVISION_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10")
 
 _VAL_FRACTION = 0.1  # torchvision sets: the last tenth of the training split
-_DIGITS_VAL_FRACTION = 0.2
-_DIGITS_SPLIT_SEED = 0  # fixed: the split is part of the benchmark and must never change
+# scikit-learn's stratified train_test_split(test_size=0.2, random_state=0), frozen as indices:
+# the split is part of the benchmark and must never change (tests check it against sklearn).
+_DIGITS_SPLIT = Path(__file__).with_name("digits_split.json")
 _TORCHVISION_CLASS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 _CIFAR_FOLDER = "cifar-10-batches-py"
 _CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -83,27 +86,23 @@ def _load_cached(name: str, root: str, device: str) -> Dataset:
 
 def load_digits() -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images, no download), split 80/20 stratified."""
-    # Imported here: a worker that trains on MNIST should not pay for importing scikit-learn.
-    from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
+    data = np.loadtxt(_digits_file(), delimiter=",", dtype=np.float32)
+    images = torch.from_numpy(data[:, :-1].reshape(-1, 1, 8, 8))  # [N, 1, 8, 8], values 0..16
+    target = torch.from_numpy(data[:, -1]).long()
+    split = json.loads(_DIGITS_SPLIT.read_text())
+    train, val = torch.tensor(split["train"]), torch.tensor(split["val"])
+    return _normalized(images[train], target[train], images[val], target[val],
+                       num_classes=10, name="digits")
 
-    bunch = sklearn_digits()
-    images = bunch.images.astype(np.float32)[:, None]  # [N, 1, 8, 8], values 0..16
-    x_train, x_val, y_train, y_val = train_test_split(
-        images,
-        bunch.target,
-        test_size=_DIGITS_VAL_FRACTION,
-        stratify=bunch.target,
-        random_state=_DIGITS_SPLIT_SEED,
-    )
-    return _normalized(
-        torch.from_numpy(x_train),
-        torch.from_numpy(y_train).long(),
-        torch.from_numpy(x_val),
-        torch.from_numpy(y_val).long(),
-        num_classes=10,
-        name="digits",
-    )
+
+def _digits_file() -> Path:
+    # Located, not imported: `import sklearn` costs ~2 s of CPU in every fresh worker, on the
+    # path of its first trial, for one 30 kB file.
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFound("data set 'digits' ships with scikit-learn, which is not "
+                              "installed: pip install scikit-learn")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
 
 
 def load_torchvision(name: str, root: Path | str) -> Dataset:

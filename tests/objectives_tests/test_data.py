@@ -46,6 +46,22 @@ def test_digits_split_never_changes() -> None:
     assert first.y_train[:12].tolist() == [3, 9, 1, 3, 1, 9, 4, 4, 2, 8, 3, 5]
 
 
+
+def test_digits_are_scikit_learns_with_its_stratified_split() -> None:
+    # The frozen split must be what scikit-learn's stratified split gave, pixels and labels
+    # in the same order: studies recorded before the split was frozen stay comparable.
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sklearn_digits()
+    x_train, x_val, y_train, y_val = train_test_split(
+        torch.from_numpy(bunch.images.astype("float32"))[:, None], bunch.target,
+        test_size=0.2, stratify=bunch.target, random_state=0)
+    data = load_digits()
+    assert data.y_train.tolist() == y_train.tolist() and data.y_val.tolist() == y_val.tolist()
+    assert torch.equal(data.x_train, _standardize_like_train(x_train, x_train))
+    assert torch.equal(data.x_val, _standardize_like_train(x_train, x_val))
+
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_mnist_like_from_idx_files(name: str, tiny_data: TinyData) -> None:
     images, labels = getattr(tiny_data, name)
