@@ -70,6 +70,7 @@ class RunResult:
     wall_s: float
     started: int  # trials this run started (0 when the study was already finished)
     cancelled: bool = False
+    ray_start_s: float = 0.0  # of wall_s, starting Ray (0 when it was running already)
 
 
 def check_compatible(spec: StudySpec, plan: Plan, storage: optuna.storages.BaseStorage) -> None:
@@ -143,7 +144,9 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Tune's end-of-run result grid reads those logs back and warns when they are absent.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    ray_t0 = time.perf_counter()
     started_ray = ensure_ray(ray_address, data_root)
+    ray_start_s = time.perf_counter() - ray_t0
     res = spec.resources
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, objective=spec.objective, cpus=res.cpu),
@@ -179,4 +182,4 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
         if started_ray:
             ray.shutdown()
         sys.stdout.flush()
-    return RunResult(plan, ledger, time.perf_counter() - t0, todo, ledger.cancelled)
+    return RunResult(plan, ledger, time.perf_counter() - t0, todo, ledger.cancelled, ray_start_s)

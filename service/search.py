@@ -37,17 +37,19 @@ from service.records import (
     WORKER_LOST,
 )
 from service.storage import write_trial
-from service.trainable import ERROR_KEY
+from service.trainable import EPOCHS_KEY, ERROR_KEY, REPORT_EVERY_KEY, STEP_KEY
 
 log = logging.getLogger(__name__)
 
 # Longest a reported epoch's metric waits before it is written to the storage.
 WRITE_EVERY_S = 1.0
+# Least time between two reports of a trial no scheduler may stop (see service.trainable).
+REPORT_EVERY_S = 1.0
 
 # Keys Ray adds to every result; everything else came from the objective or the trainable.
 RAY_KEYS = frozenset(AUTO_RESULT_KEYS) | frozenset(DEBUG_METRICS) | {
     "done", "should_checkpoint", "__duplicate__", "experiment_tag", "trial_id",
-}
+} | {EPOCHS_KEY, STEP_KEY}  # and the trainable's own bookkeeping
 
 
 
@@ -71,7 +73,8 @@ class TrialInfo:
     role: str  # "tune" or "seed"
     ot_trial: optuna.Trial
     epochs: int | None  # planned epochs, when the objective takes `epochs`
-    last_step: int = 0
+    last_step: int = 0  # epochs reported so far
+    last_iteration: int | None = None  # Tune's number of the last report
     last_result: dict | None = None
     stopped_by_scheduler: bool = False
     unwritten: dict[int, float] = field(default_factory=dict)  # {epoch: metric} not yet stored
@@ -95,6 +98,7 @@ class Ledger:
     direction: str
     trials: dict[str, TrialInfo] = field(default_factory=dict)
     outcomes: Counter = field(default_factory=Counter)  # complete, pruned, failed, diverged
+    reports: Counter = field(default_factory=Counter)  # results the driver took, by trial role
     best: float | None = None
     cancelled: bool = False  # set when the run was asked to stop; unfinished trials FAIL
 
@@ -186,11 +190,18 @@ class ArmSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         info = self.ledger.trials[trial_id]
         info.last_result = result
-        value, step = result.get(self.metric), int(result[TRAINING_ITERATION])
-        if _finite(value) and step > info.last_step:
-            info.unwritten[step] = float(value)
-            info.last_step = step
-            info.write_curve()
+        step, iteration = result.get(STEP_KEY), result.get(TRAINING_ITERATION)
+        if step is None or (step, iteration) == (info.last_step, info.last_iteration):
+            return  # no epoch (the objective raised), or Ray repeating the last result
+        # The trainable numbers the epochs; a coalesced report carries its earlier ones. A
+        # trial Ray restarted (its worker died) numbers from 1 again and overwrites them.
+        for epoch in [*result.get(EPOCHS_KEY, ()), result]:
+            value = epoch.get(self.metric)
+            if _finite(value):
+                info.unwritten[epoch[STEP_KEY]] = float(value)
+        info.last_step, info.last_iteration = step, iteration
+        self.ledger.reports[info.role] += 1
+        info.write_curve()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> str | None:
@@ -206,8 +217,7 @@ class ArmSearch(OptunaSearch):
         attrs = {key: _jsonable(val) for key, val in metrics.items()}
         value = metrics.get(self.metric)
         diverged = bool(metrics.get("diverged"))
-        step = int(result.get(TRAINING_ITERATION, 0))
-        ended_early = info.epochs is not None and step < info.epochs
+        ended_early = info.epochs is not None and info.last_step < info.epochs
         if ERROR_KEY in metrics:
             state, outcome = TrialState.FAIL, "failed"
             attrs["fail_reason"] = ERROR
@@ -293,7 +303,7 @@ class StudySearch(DriverOnly, Searcher):
             arm = min(open_arms, key=lambda a: self.tune_started[a.arm.index])
             self.tune_started[arm.arm.index] += 1
             self._owner[trial_id] = arm
-            return arm.ask(trial_id, "tune")
+            return self._config(arm.ask(trial_id, "tune"), "tune")
         waiting = False
         for arm in self.arms:
             todo = [s for s in plan.seeds if s not in self.seeds_started[arm.arm.index]]
@@ -306,8 +316,15 @@ class StudySearch(DriverOnly, Searcher):
                 continue  # nothing completed (all failed or pruned): nothing to re-run
             self.seeds_started[arm.arm.index].add(todo[0])
             self._owner[trial_id] = arm
-            return arm.ask(trial_id, "seed", seed=todo[0])
+            return self._config(arm.ask(trial_id, "seed", seed=todo[0]), "seed")
         return None if waiting else Searcher.FINISHED
+
+    def _config(self, params: dict, role: str) -> dict:
+        """Tune's config of a trial: its parameters, and how often it reports. Only a tuning
+        trial with a pruner can be stopped (`PerArmScheduler`), so only it must report every
+        epoch; the others report their epochs together, at most once every `REPORT_EVERY_S`."""
+        stoppable = role == "tune" and self.plan.spec.search.pruner != "none"
+        return {**params, REPORT_EVERY_KEY: 0.0 if stoppable else REPORT_EVERY_S}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._owner:

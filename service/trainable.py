@@ -1,8 +1,14 @@
-"""The function Ray Tune runs in a worker: an objective's epochs, reported one by one.
+"""The function Ray Tune runs in a worker: an objective's epochs, reported to the driver.
 
 It is the only place where Ray meets an objective. It pins torch threads to the CPUs
 the trial was given, picks the device, and adds `node_id` and `device` to each report.
 Objectives themselves stay free of Ray and Optuna.
+
+A trial that a scheduler may stop reports every epoch: the scheduler decides after each.
+Any other trial (no pruner, a seed re-run) reports at most once every `REPORT_EVERY_KEY`
+seconds, carrying the epochs since its last report. Each `tune.report` holds the training
+thread until the driver has taken the result, so per-epoch reports of short epochs cost a
+round trip each, longer still while the driver is busy starting another trial.
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ from ray import tune
 from objectives import resolve
 
 ERROR_KEY = "error"  # a result carrying it ends the trial as FAIL with the message kept
+# Set by the searcher in a trial's config (and taken out before the objective sees it):
+# the least time between two reports, 0 for a report per epoch.
+REPORT_EVERY_KEY = "__liandan_report_every_s"
+STEP_KEY = "__liandan_step"  # the epoch's number in this run of the trial (1, 2, ...)
+EPOCHS_KEY = "__liandan_epochs"  # a report's earlier epochs, oldest first; the report is the last
 
 
 def _device() -> tuple[str, str]:
@@ -39,6 +50,8 @@ def _clean(value: Any) -> Any:
 
 
 def run_trial(config: dict[str, Any], objective: str, cpus: float) -> None:
+    config = dict(config)
+    report_every_s = float(config.pop(REPORT_EVERY_KEY, 0.0))
     kind, device_name = _device()
     os.environ["LIANDAN_DEVICE"] = kind
     fn = resolve(objective)
@@ -48,12 +61,23 @@ def run_trial(config: dict[str, Any], objective: str, cpus: float) -> None:
         torch.set_num_threads(max(1, int(cpus)))
     node_id = ray.get_runtime_context().get_node_id()
     compute_s = 0.0  # time spent inside the objective: what Ray and Optuna add is the rest
-    epochs = iter(fn(dict(config)))
+    held: list[dict] = []  # epochs not yet reported
+    step = 0
+    reported_at = time.monotonic()
+
+    def flush() -> None:
+        nonlocal held, reported_at
+        if held:
+            tune.report({**held[-1], EPOCHS_KEY: held[:-1]} if len(held) > 1 else held[-1])
+            held, reported_at = [], time.monotonic()
+
+    epochs = iter(fn(config))
     while True:
         start = time.perf_counter()
         try:
             metrics = next(epochs, None)
         except Exception as exc:  # noqa: BLE001 - the objective's bug is the trial's outcome
+            flush()
             # Reported, not raised: Ray retries a trial whose *worker* died (FailureConfig),
             # but re-running a deterministic bug would only fail again, slower.
             tune.report({ERROR_KEY: f"{type(exc).__name__}: {exc}",
@@ -62,7 +86,11 @@ def run_trial(config: dict[str, Any], objective: str, cpus: float) -> None:
             return
         compute_s += time.perf_counter() - start
         if metrics is None:
+            flush()
             return
         report = {k: _clean(v) for k, v in metrics.items()}
         report.update(node_id=node_id, device=device_name, compute_s=compute_s)
-        tune.report(report)
+        report[STEP_KEY] = step = step + 1
+        held.append(report)
+        if time.monotonic() - reported_at >= report_every_s:
+            flush()

@@ -316,3 +316,42 @@ def test_a_running_trials_curve_is_stored_while_it_runs_in_batches(sqlite_url, m
     assert sorted(trial.intermediate_values) == list(range(1, 21))
     assert any(0 < n < 20 for n in seen), seen  # visible while running
     assert sum(writes) == 20 and 2 <= len(writes) <= 10, writes  # batched, not per epoch
+
+
+def test_trials_no_scheduler_can_stop_send_their_epochs_together(sqlite_url, monkeypatch):
+    # Every tune.report holds the trial until the driver has taken it. A trial that no
+    # pruner can stop (here: pruner none) sends its short epochs in a few reports, and
+    # every epoch still reaches the storage as an intermediate value under its own number.
+    from service import search
+
+    monkeypatch.setattr(search, "REPORT_EVERY_S", 0.25)
+    spec = spec_of(fixed={"epochs": 20, "sleep": 0.05},
+                   budget={"trials": 2, "seeds": 0, "max_concurrent": 2})
+    result = run_study(spec, sqlite_url, show_progress=False)
+    for t in trials_of(sqlite_url, "toy"):
+        assert t.state == TrialState.COMPLETE
+        assert sorted(t.intermediate_values) == list(range(1, 21))
+        x = t.params["x"]
+        assert t.intermediate_values[7] == pytest.approx((x - 1) ** 2 + 1 / 7)
+        assert t.user_attrs["epoch"] == 20 and "__liandan_step" not in t.user_attrs
+    # 1 s of epochs each, a report at most every 0.25 s: ~4-5 reports a trial, not 20.
+    assert 2 <= result.ledger.reports["tune"] <= 2 * 8, result.ledger.reports
+
+
+def test_a_pruner_gets_every_epoch_and_seed_reruns_report_together(sqlite_url, monkeypatch):
+    from service import search
+
+    monkeypatch.setattr(search, "REPORT_EVERY_S", 0.25)
+    spec = spec_of(objective="toy_objectives:accuracy_curve", metric="val_accuracy",
+                   direction="maximize", nuisance={"lr": {"low": 1e-3, "high": 0.5}},
+                   fixed={"epochs": 12, "sleep": 0.05},
+                   budget={"trials": 1, "seeds": 1, "max_concurrent": 1},
+                   search={"sampler": "random", "pruner": "asha", "seed": 0})
+    result = run_study(spec, sqlite_url, show_progress=False)
+    trials = trials_of(sqlite_url, "toy")
+    assert [t.user_attrs["role"] for t in trials] == ["tune", "seed"]
+    assert all(sorted(t.intermediate_values) == list(range(1, 13)) for t in trials)
+    # The tuning trial could be pruned after any epoch, so it reported each one (the
+    # driver takes the last one at completion); the seed re-run can't be: a few reports.
+    assert result.ledger.reports["tune"] >= 11, result.ledger.reports
+    assert result.ledger.reports["seed"] <= 6, result.ledger.reports
