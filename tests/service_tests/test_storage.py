@@ -24,13 +24,16 @@ def test_a_trial_record_inserts_then_overwrites(storage_url: str) -> None:
     write_trial(trial, {"arm": "adam", "val_accuracy": 0.5, "curve": [1, 2], "none": None},
                 curve={1: 0.25, 2: float("nan")})
     # A second batch overwrites the keys it names and leaves the others alone.
-    write_trial(trial, {"val_accuracy": 0.75, "node_id": "n1"}, curve={3: float("inf")})
+    write_trial(trial, {"val_accuracy": 0.75, "node_id": "n1"},
+                curve={3: float("inf"), 2: float("-inf")})
     write_trial(trial, {})
+    write_trial(trial, {}, curve={4: float("nan")})
     stored = open_storage(storage_url).get_trial(trial._trial_id)
     assert stored.user_attrs == {"arm": "adam", "val_accuracy": 0.75, "curve": [1, 2],
                                  "none": None, "node_id": "n1"}
-    assert stored.intermediate_values[1] == 0.25 and stored.intermediate_values[3] == math.inf
-    assert math.isnan(stored.intermediate_values[2])
+    values = stored.intermediate_values
+    assert values[1] == 0.25 and values[2] == -math.inf and values[3] == math.inf
+    assert math.isnan(values[4]) and len(values) == 4
 
 
 def test_a_finished_trials_record_is_refused_whole(storage_url: str) -> None:
