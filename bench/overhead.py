@@ -13,6 +13,12 @@ same 24 configurations to the end), five ways, in one process tree:
             started before the clock: what Ray itself costs against the bound
   liandan   `run_study` at 2 concurrent trials of 1 CPU each (Ray started in-process)
 
+and two of them as a user starts them, from a fresh process to its exit (imports, data,
+Ray's start and stop included): `optuna_cold`, the plain Optuna way as a script of its
+own, and `liandan_cold`, `liandan run SPEC --no-report`. The ways above are timed warm:
+plain Optuna after the bench process has imported torch and loaded the data, liandan
+after Ray has started (but with its trial workers still to start and import torch).
+
 This machine's speed drifts by 10-25% over minutes (shared 2-vCPU host), so the ways run
 in interleaved rounds, each round in a rotated order, and the headline ratios are the
 median of per-round ratios (each from the same round's runs) with their range.
@@ -44,6 +50,7 @@ from pathlib import Path
 import optuna
 import psutil
 import torch
+import yaml
 from record import RESULTS, machine, now, save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +59,8 @@ sys.path.insert(0, str(ROOT))
 from objectives import resolve  # noqa: E402
 from objectives.data import load  # noqa: E402
 from objectives.models import SmallCNN  # noqa: E402
-from service.runner import ensure_ray, run_study  # noqa: E402
-from service.spec import validate_spec  # noqa: E402
+
+# service (and so Ray) is imported where used: `optuna_cold` runs this file as its script.
 
 GRID = {"batch_size": [32, 64, 128], "optimizer": ["momentum", "adam"],
         "lr": [0.003, 0.01, 0.03, 0.1]}
@@ -105,7 +112,28 @@ def plain_optuna(threads: int, db: Path) -> dict:
     return {"wall_s": time.perf_counter() - t0, "threads": threads}
 
 
+def plain_optuna_cold(db: Path) -> dict:
+    """Plain Optuna as a script run from a shell: interpreter start to exit."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--child-optuna", str(db)], cwd=ROOT, check=True)
+    return {"wall_s": time.perf_counter() - t0}
+
+
+def liandan_cold(db: Path) -> dict:
+    """`liandan run` from a shell: interpreter start to exit (no report: Optuna writes none)."""
+    spec = db.with_suffix(".yaml")
+    spec.write_text(yaml.safe_dump(SPEC))
+    t0 = time.perf_counter()
+    subprocess.run([str(ROOT / ".venv" / "bin" / "liandan"), "run", str(spec), "--storage",
+                    f"sqlite:///{db}", "--no-progress", "--no-report"], cwd=db.parent,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return {"wall_s": time.perf_counter() - t0}
+
+
 def liandan(db: Path) -> dict:
+    from service.runner import run_study
+    from service.spec import validate_spec
+
     spec = validate_spec(SPEC)
     cpu0 = time.process_time()
     result = run_study(spec, f"sqlite:///{db}", show_progress=False)  # starts and ends Ray
@@ -148,6 +176,8 @@ def ray_actors(processes: int = 2) -> dict:
     """The bound's work on plain Ray actors: Ray's own cost, without Tune or Optuna."""
     import ray
     from ray.util import ActorPool
+
+    from service.runner import ensure_ray
 
     ensure_ray(None)
     worker = ray.remote(num_cpus=1)(_Worker)
@@ -256,7 +286,9 @@ def one_round(order: list[str], tmp: Path) -> dict:
             "optuna_1thread": lambda: plain_optuna(1, tmp / f"o1{time.time_ns()}.db"),
             "bound": bound,
             "ray": ray_actors,
-            "liandan": lambda: liandan(tmp / f"l{time.time_ns()}.db")}
+            "liandan": lambda: liandan(tmp / f"l{time.time_ns()}.db"),
+            "optuna_cold": lambda: plain_optuna_cold(tmp / f"oc{time.time_ns()}.db"),
+            "liandan_cold": lambda: liandan_cold(tmp / f"lc{time.time_ns()}.db")}
     out = {}
     for name in order:
         out[name] = ways[name]()
@@ -267,6 +299,7 @@ def one_round(order: list[str], tmp: Path) -> dict:
         "speedup_vs_plain_optuna": out["optuna"]["wall_s"] / lw["wall_s"],
         "speedup_vs_plain_optuna_incl_ray_start":
             out["optuna"]["wall_s"] / (lw["wall_s"] + lw["ray_start_s"]),
+        "speedup_cold": out["optuna_cold"]["wall_s"] / out["liandan_cold"]["wall_s"],
         "speedup_vs_plain_optuna_1thread": out["optuna_1thread"]["wall_s"] / lw["wall_s"],
         "bound_speedup_vs_plain_optuna": out["optuna"]["wall_s"] / out["bound"]["wall_s"],
         "liandan_share_of_bound": out["bound"]["wall_s"] / lw["wall_s"],
@@ -284,15 +317,20 @@ def one_round(order: list[str], tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--child-optuna", type=Path, help=argparse.SUPPRESS)  # for optuna_cold
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per plain-Optuna trial
+    if args.child_optuna:
+        plain_optuna(os.cpu_count() or 1, args.child_optuna)
+        return
     out: dict = {"date": now(), "machine": machine(torch=torch.__version__, device="cpu"),
                  "study": "24 digits_cnn trials, grid 3x2x4, 12 epochs, no pruning",
                  "code_version": subprocess.run(
                      ["git", "describe", "--always", "--dirty"], cwd=ROOT,
                      capture_output=True, text=True).stdout.strip(),
                  "rounds": []}
-    names = ["bare", "optuna", "optuna_1thread", "bound", "ray", "liandan"]
+    names = ["bare", "optuna", "optuna_1thread", "bound", "ray", "liandan", "optuna_cold",
+             "liandan_cold"]
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             order = names[r % len(names):] + names[:r % len(names)]
@@ -335,6 +373,8 @@ def main() -> None:
               f"plain Ray actors {show('ray_actors_share_of_bound', 100, '%')}")
         print(f"  vs 1-thread Optuna: {show('speedup_vs_plain_optuna_1thread')}; "
               f"with Ray start: {show('speedup_vs_plain_optuna_incl_ray_start')}")
+        print(f"from a shell, start to exit: plain Optuna script {m['optuna_cold']:.1f} s, "
+              f"`liandan run` {m['liandan_cold']:.1f} s: {show('speedup_cold')}")
         print(f"  trials' own compute vs alone in the bound: "
               f"{show('trial_compute_over_bound')}")
         lw = [x["liandan"] for x in rounds]
