@@ -5,10 +5,11 @@ the trial was given, picks the device, and adds `node_id` and `device` to each r
 Objectives themselves stay free of Ray and Optuna.
 
 A trial that a scheduler may stop reports every epoch: the scheduler decides after each.
-Any other trial (no pruner, a seed re-run) reports at most once every `REPORT_EVERY_KEY`
-seconds, carrying the epochs since its last report. Each `tune.report` holds the training
-thread until the driver has taken the result, so per-epoch reports of short epochs cost a
-round trip each, longer still while the driver is busy starting another trial.
+Any other trial (no pruner, a seed re-run) reports at most as often as its config's
+`REPORT_EVERY_KEY` says (the searcher sets it), each report carrying the epochs since the
+last. Each `tune.report` holds the training thread until the driver has taken the result,
+so per-epoch reports of short epochs cost a round trip each, longer still while the driver
+is busy starting another trial.
 """
 
 from __future__ import annotations
