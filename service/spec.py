@@ -503,6 +503,10 @@ def _objective_problems(ref: Any) -> list[SpecProblem]:
         return []  # pydantic reports it
     import objectives  # lazily: the service imports this module, objectives need not be loaded
 
+    if ref in objectives.BUILTINS:
+        # Ours, so it resolves: importing it here would load torch into the driver (~2 s
+        # before `liandan run` starts anything), which never trains.
+        return []
     try:
         objectives.resolve(ref)
     except objectives.ObjectiveNotFound as exc:

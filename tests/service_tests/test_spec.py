@@ -458,3 +458,18 @@ def test_builtin_objective_resolves() -> None:
     objectives = pytest.importorskip("objectives")
     assert "digits_cnn" in objectives.BUILTINS
     assert validate_spec(spec_dict(objective="digits_cnn")).objective == "digits_cnn"
+
+
+def test_validating_a_builtin_objective_leaves_torch_out_of_the_driver() -> None:
+    # The driver never trains: `liandan run` must not pay ~2 s importing torch to check the
+    # name of a built-in. (A fresh interpreter: this one may have torch loaded already.)
+    import subprocess
+    import sys
+
+    code = ("import sys; from service.spec import validate_spec; "
+            "validate_spec({'name': 's', 'objective': 'digits_cnn', "
+            "'nuisance': {'lr': {'low': 0.01, 'high': 0.1}}}); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False", out.stderr
