@@ -22,7 +22,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, TRAINING_ITERATION
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -73,8 +73,7 @@ class TrialInfo:
     role: str  # "tune" or "seed"
     ot_trial: optuna.Trial
     epochs: int | None  # planned epochs, when the objective takes `epochs`
-    last_step: int = 0  # epochs reported so far
-    last_iteration: int | None = None  # Tune's number of the last report
+    last_step: int = 0  # number of the last epoch reported
     last_result: dict | None = None
     stopped_by_scheduler: bool = False
     unwritten: dict[int, float] = field(default_factory=dict)  # {epoch: metric} not yet stored
@@ -190,16 +189,16 @@ class ArmSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         info = self.ledger.trials[trial_id]
         info.last_result = result
-        step, iteration = result.get(STEP_KEY), result.get(TRAINING_ITERATION)
-        if step is None or (step, iteration) == (info.last_step, info.last_iteration):
-            return  # no epoch (the objective raised), or Ray repeating the last result
+        step = result.get(STEP_KEY)
+        if step is None or step == info.last_step:
+            return  # no epoch (the objective raised), or the last result again (at completion)
         # The trainable numbers the epochs; a coalesced report carries its earlier ones. A
         # trial Ray restarted (its worker died) numbers from 1 again and overwrites them.
         for epoch in [*result.get(EPOCHS_KEY, ()), result]:
             value = epoch.get(self.metric)
             if _finite(value):
                 info.unwritten[epoch[STEP_KEY]] = float(value)
-        info.last_step, info.last_iteration = step, iteration
+        info.last_step = step
         self.ledger.reports[info.role] += 1
         info.write_curve()
 

@@ -96,19 +96,21 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
                     stored, kind = model.intermediate_value_to_stored_repr(value)
                     rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
                                  "intermediate_value_type": kind})
-                stmt = insert(model).values(rows)
-                session.execute(stmt.on_conflict_do_update(
-                    index_elements=[model.trial_id, model.step],
-                    set_={"intermediate_value": stmt.excluded.intermediate_value,
-                          "intermediate_value_type": stmt.excluded.intermediate_value_type}))
+                _upsert(session, insert(model).values(rows), [model.trial_id, model.step],
+                        ["intermediate_value", "intermediate_value_type"])
             if attrs:
                 model = models.TrialUserAttributeModel
                 rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
                         for key, value in attrs.items()]
-                stmt = insert(model).values(rows)
-                session.execute(stmt.on_conflict_do_update(
-                    index_elements=[model.trial_id, model.key],
-                    set_={"value_json": stmt.excluded.value_json}))
+                _upsert(session, insert(model).values(rows), [model.trial_id, model.key],
+                        ["value_json"])
+
+
+def _upsert(session, stmt, keys: list, columns: list[str]) -> None:
+    """Run an INSERT whose rows overwrite `columns` of the rows already there with the same
+    `keys` (SQLite's and PostgreSQL's ON CONFLICT DO UPDATE)."""
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=keys, set_={name: stmt.excluded[name] for name in columns}))
 
 
 def write_trial(trial: optuna.Trial, attrs: dict | None = None,
