@@ -96,8 +96,8 @@ def load_digits() -> Dataset:
 
 
 def _digits_file() -> Path:
-    # Located, not imported: `import sklearn` costs ~2 s of CPU in every fresh worker, on the
-    # path of its first trial, for one 30 kB file.
+    # Located, not imported: importing scikit-learn (and SciPy) would cost every fresh worker
+    # more CPU than the rest of its start but torch, on its first trial's path, for one file.
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
         raise DatasetNotFound("data set 'digits' ships with scikit-learn, which is not "
