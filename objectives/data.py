@@ -96,8 +96,8 @@ def load_digits() -> Dataset:
 
 
 def _digits_file() -> Path:
-    # Located, not imported: importing scikit-learn (and SciPy) would cost every fresh worker
-    # more CPU than the rest of its start but torch, on its first trial's path, for one file.
+    # Located, not imported: each fresh worker would import scikit-learn and SciPy, on its
+    # first trial's path, to read one 30 kB file.
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
         raise DatasetNotFound("data set 'digits' ships with scikit-learn, which is not "
