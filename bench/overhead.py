@@ -1,7 +1,7 @@
 """What Ray and the service add over a bare training loop (issue: core).
 
 One 24-trial digits study (a 3x2x4 grid, 12 epochs, no pruning, so every way runs the
-same 24 configurations to the end), five ways, in one process tree:
+same 24 configurations to the end), eight ways, in one process tree:
 
   bare      the objective called in a plain Python loop, sequentially (torch threads = CPUs)
   optuna    plain Optuna `study.optimize`, sequential, SQLite storage, per-epoch reports
@@ -11,15 +11,16 @@ same 24 configurations to the end), five ways, in one process tree:
             2 concurrent 1-CPU trials can get from this machine (an optimistic bound).
   ray       two plain Ray actors of 1 CPU each fed by an `ActorPool` (no Tune, no Optuna),
             started before the clock: what Ray itself costs against the bound
-  liandan   `run_study` at 2 concurrent trials of 1 CPU each (Ray started in-process)
+  liandan   `run_study` at 2 concurrent trials of 1 CPU each, less the time its in-process
+            Ray took to start (its stop at the end is counted)
 
 and two of them as a user starts them, from a fresh process to its exit (imports, data,
 Ray's start and stop included): `optuna_cold`, the plain Optuna way as a script of its
 own, and `liandan_cold`, `liandan run SPEC --no-report`. The ways above are timed warm:
 plain Optuna after the bench process has imported torch and loaded the data, liandan
-after Ray has started (but with its trial workers still to start and import torch).
+once Ray has started (but with its trial workers still to start and import torch).
 
-This machine's speed drifts by 10-25% over minutes (shared 2-vCPU host), so the ways run
+This machine's speed drifts by 10-30% over minutes (shared 2-vCPU host), so the ways run
 in interleaved rounds, each round in a rotated order, and the headline ratios are the
 median of per-round ratios (each from the same round's runs) with their range.
 

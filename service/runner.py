@@ -108,8 +108,9 @@ def ensure_ray(address: str | None, data_root: str | None = None) -> bool:
     # to whatever cluster `ray start` left running on this machine.
     kwargs: dict = {}
     if not address:
-        # Ray would prestart one idle worker per CPU for tasks; Tune's trials are actors
-        # with workers of their own, so those processes only compete with the first trials.
+        # Ray would prestart one idle worker per CPU, but Tune gives its trial actors a
+        # runtime_env of their own (ray/tune/execution/class_cache.py), so they never take
+        # those workers and start new ones: the idle ones only compete with the first trials.
         kwargs["_system_config"] = {"prestart_worker_first_driver": False}
     ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
              configure_logging=False, runtime_env={"env_vars": env}, **kwargs)
