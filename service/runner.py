@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import psutil
 import ray
 from ray import tune
 from rich.console import Console
@@ -104,17 +105,73 @@ def ensure_ray(address: str | None, data_root: str | None = None) -> bool:
             env[key] = os.environ[key]
     if data_root:
         env["LIANDAN_DATA_ROOT"] = str(Path(data_root).resolve())
-    # "local": without an address start a fresh in-process Ray; plain None would attach
-    # to whatever cluster `ray start` left running on this machine.
-    kwargs: dict = {}
-    if not address:
-        # Ray would prestart one idle worker per CPU, but Tune gives its trial actors a
-        # runtime_env of their own (ray/tune/execution/class_cache.py), so they never take
-        # those workers and start new ones: the idle ones only compete with the first trials.
-        kwargs["_system_config"] = {"prestart_worker_first_driver": False}
-    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-             configure_logging=False, runtime_env={"env_vars": env}, **kwargs)
+    common = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address:  # a cluster's workers get the environment through the job's runtime_env
+        _tune_actor_env(local=False)
+        ray.init(address=address, runtime_env={"env_vars": env}, **common)
+        return True
+    # A local Ray's workers are this process's grandchildren: they inherit the environment
+    # the raylet is started with, so the job needs no runtime_env. Without one, the workers
+    # Ray prestarts at `ray.init` (one per CPU) are workers the trial actors can take (Ray
+    # gives an actor only an idle worker of the same runtime_env), so each trial slot skips
+    # the start of a worker process. "local": a fresh Ray; plain None would attach to
+    # whatever cluster `ray start` left running on this machine.
+    global _local_head
+    _tune_actor_env(local=True)
+    env.update(_TUNE_ACTOR_ENV)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        ray.init(address="local", **common)
+        _local_head = ray.get_runtime_context().gcs_address
+    finally:  # this process keeps its own environment
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return True
+
+
+# What Tune puts in every trainable actor's runtime_env (ray/tune/execution/class_cache.py).
+_TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
+
+
+def _tune_actor_env(local: bool) -> None:
+    """On a local Ray the workers inherit `_TUNE_ACTOR_ENV` instead, so Tune's actors go
+    without a runtime_env of their own and may take the prestarted workers."""
+    from ray.tune.execution import class_cache
+
+    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
+    if isinstance(defaults, dict):  # absent in another Ray: actors then start new workers
+        defaults.clear()
+        if not local:
+            defaults.update(_TUNE_ACTOR_ENV)
+
+
+def stop_ray() -> None:
+    """`ray.shutdown()`, a second sooner. Ray stops a head's processes one by one, each
+    with SIGTERM and up to 1 s to exit; its autoscaler monitor, stopped after the GCS,
+    spends that whole second trying to report its own end to the gone GCS. So when the
+    Ray to stop is the head `ensure_ray` started here, its monitor is killed first: a head
+    about to stop has nothing left to autoscale."""
+    global _local_head
+    if _local_head and ray.is_initialized() and (
+            ray.get_runtime_context().gcs_address == _local_head):
+        flag = f"--gcs-address={_local_head}"
+        for child in psutil.Process().children():
+            try:
+                args = child.cmdline()
+                if flag in args and any(a.endswith(MONITOR_SCRIPT) for a in args):
+                    child.kill()
+            except psutil.Error:
+                pass
+    _local_head = None
+    ray.shutdown()
+
+
+MONITOR_SCRIPT = os.path.join("autoscaler", "_private", "monitor.py")
+_local_head: str | None = None  # the GCS address of the Ray that ensure_ray started here
 
 
 def run_study(spec: StudySpec, storage_url: str | None = None, *,
@@ -181,6 +238,6 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
     finally:
         search.abandon_unfinished()
         if started_ray:
-            ray.shutdown()
+            stop_ray()
         sys.stdout.flush()
     return RunResult(plan, ledger, time.perf_counter() - t0, todo, ledger.cancelled, ray_start_s)

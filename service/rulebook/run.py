@@ -197,7 +197,7 @@ def _run_specs(stems: list[str], folder: Path, objective: str, storage_url: str 
                ray_address: str | None, show_progress: bool,
                console: Console) -> tuple[dict[str, str], dict[str, str]]:
     """Run each spec; (stem -> study name that ran, stem -> why it did not)."""
-    from service.runner import ensure_ray
+    from service.runner import ensure_ray, stop_ray
 
     ran: dict[str, str] = {}
     errors: dict[str, str] = {}
@@ -218,9 +218,7 @@ def _run_specs(stems: list[str], folder: Path, objective: str, storage_url: str 
                 console.print(f"  [red]failed[/red]: {escape(errors[stem])}")
     finally:
         if started_ray:
-            import ray
-
-            ray.shutdown()
+            stop_ray()
     return ran, errors
 
 
