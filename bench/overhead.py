@@ -178,7 +178,7 @@ def ray_actors(processes: int = 2) -> dict:
     import ray
     from ray.util import ActorPool
 
-    from service.runner import ensure_ray
+    from service.runner import ensure_ray, stop_ray
 
     ensure_ray(None)
     worker = ray.remote(num_cpus=1)(_Worker)
@@ -187,7 +187,7 @@ def ray_actors(processes: int = 2) -> dict:
     t0 = time.perf_counter()
     times = list(ActorPool(actors).map(lambda a, c: a.trial.remote(c), configs()))
     wall = time.perf_counter() - t0
-    ray.shutdown()
+    stop_ray()
     return {"wall_s": wall, "trial_s": times, "processes": processes}
 
 
