@@ -8,6 +8,8 @@
    ask (`StudySearch.suggest`: Optuna's ask and the trial's first record) and its tell
    (`on_trial_complete`: the final record and Optuna's tell), for the 24 trials of
    `overhead.py`'s grid, 12 epochs each.
+3. A local Ray's start and stop as `liandan run` does them (`ensure_ray`, `stop_ray`), and
+   Ray's own `ray.shutdown()` for comparison, each in a new interpreter (medians).
 
     .venv/bin/python bench/fixed_costs.py [--repeats 3]   # writes bench/results/fixed_costs.json
 """
@@ -82,12 +84,34 @@ def driver_per_trial() -> dict:
             "tell_ms_median": 1e3 * statistics.median(tell)}
 
 
+RAY_START_STOP = """
+import json, sys, time
+from service.runner import ensure_ray, stop_ray
+import ray
+t0 = time.perf_counter(); ensure_ray(None); t1 = time.perf_counter()
+ray.get(ray.remote(lambda: 1).remote())  # a worker runs something, as in a study
+t2 = time.perf_counter(); (stop_ray if sys.argv[1] == "stop_ray" else ray.shutdown)()
+print(json.dumps([t1 - t0, time.perf_counter() - t2]))
+"""
+
+
+def ray_start_stop(repeats: int) -> dict:
+    runs: dict[str, list] = {"stop_ray": [], "ray.shutdown": []}
+    for _ in range(repeats):
+        for way, times in runs.items():
+            out = subprocess.run([sys.executable, "-c", RAY_START_STOP, way], cwd=ROOT,
+                                 check=True, capture_output=True, text=True).stdout
+            times.append(json.loads(out.strip().splitlines()[-1]))
+    return {"start_s": statistics.median(t[0] for ts in runs.values() for t in ts),
+            **{f"{way}_s": statistics.median(t[1] for t in ts) for way, ts in runs.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     out = {"date": now(), "machine": machine(), "worker_imports_s": worker_imports(args.repeats),
-           "driver": driver_per_trial()}
+           "driver": driver_per_trial(), "ray": ray_start_stop(args.repeats)}
     print("a fresh worker, before its first epoch (medians of runs, each in a new interpreter):")
     for name, seconds in out["worker_imports_s"].items():
         print(f"  {name:34s} {seconds:5.2f} s")
@@ -95,6 +119,9 @@ def main() -> None:
     d = out["driver"]
     print(f"driver per trial, SQLite ({d['trials']} trials, medians): ask "
           f"{d['ask_ms_median']:.0f} ms, tell {d['tell_ms_median']:.0f} ms")
+    r = out["ray"]
+    print(f"local Ray (medians): start {r['start_s']:.2f} s; stop {r['stop_ray_s']:.2f} s "
+          f"(stop_ray), {r['ray.shutdown_s']:.2f} s (ray.shutdown)")
     save(out, RESULTS / "fixed_costs.json")
 
 
