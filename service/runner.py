@@ -37,6 +37,10 @@ from service.trainable import run_trial
 # What may differ between two runs of one study: how much to run and where, not what.
 RESUMABLE_FIELDS = {"budget", "resources", "rules"}
 MAX_RETRIES = 3
+# What Tune puts in every trainable actor's runtime_env (ray/tune/execution/class_cache.py).
+_TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
+MONITOR_SCRIPT = os.path.join("autoscaler", "_private", "monitor.py")  # Ray's autoscaler
+_local_head: str | None = None  # the GCS address of the Ray that ensure_ray started here
 
 
 class StudyConflict(ValueError):
@@ -96,6 +100,7 @@ def check_compatible(spec: StudySpec, plan: Plan, storage: optuna.storages.BaseS
 
 def ensure_ray(address: str | None, data_root: str | None = None) -> bool:
     """Connect to `address` or start Ray in-process; True when this call started it."""
+    global _local_head
     if ray.is_initialized():
         return False
     env = {"PYTHONPATH": os.pathsep.join(
@@ -116,7 +121,6 @@ def ensure_ray(address: str | None, data_root: str | None = None) -> bool:
     # gives an actor only an idle worker of the same runtime_env), so each trial slot skips
     # the start of a worker process. "local": a fresh Ray; plain None would attach to
     # whatever cluster `ray start` left running on this machine.
-    global _local_head
     _tune_actor_env(local=True)
     env.update(_TUNE_ACTOR_ENV)
     saved = {key: os.environ.get(key) for key in env}
@@ -132,9 +136,6 @@ def ensure_ray(address: str | None, data_root: str | None = None) -> bool:
                 os.environ[key] = value
     return True
 
-
-# What Tune puts in every trainable actor's runtime_env (ray/tune/execution/class_cache.py).
-_TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
 
 
 def _tune_actor_env(local: bool) -> None:
@@ -169,9 +170,6 @@ def stop_ray() -> None:
     _local_head = None
     ray.shutdown()
 
-
-MONITOR_SCRIPT = os.path.join("autoscaler", "_private", "monitor.py")
-_local_head: str | None = None  # the GCS address of the Ray that ensure_ray started here
 
 
 def run_study(spec: StudySpec, storage_url: str | None = None, *,

@@ -1,7 +1,7 @@
 """The Ray that `liandan run` starts in its own process: trials run in the workers Ray
 prestarts, and stopping it leaves no process behind.
 
-Each check runs in a fresh interpreter: the test session's own Ray (`ray_session`) is
+The check runs in a fresh interpreter: the test session's own Ray (`ray_session`) is
 already started, and its idle workers long since taken or gone.
 """
 
@@ -46,7 +46,8 @@ spec = validate_spec({
 })
 url = "sqlite:///" + sys.argv[1]
 run_study(spec, url, show_progress=False)
-pids = {t.user_attrs["worker_pid"] for t in optuna.load_study(study_name="toy", storage=url).trials}
+trials = optuna.load_study(study_name="toy", storage=url).trials
+pids = {t.user_attrs["worker_pid"] for t in trials}
 before = ray_processes()
 stop_ray()
 gone, alive = psutil.wait_procs(before, timeout=15)
