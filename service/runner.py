@@ -24,6 +24,7 @@ import optuna
 import psutil
 import ray
 from ray import tune
+from ray.tune.execution import class_cache
 from rich.console import Console
 
 from service.plan import Plan, make_plan
@@ -141,8 +142,6 @@ def ensure_ray(address: str | None, data_root: str | None = None) -> bool:
 def _tune_actor_env(local: bool) -> None:
     """On a local Ray the workers inherit `_TUNE_ACTOR_ENV` instead, so Tune's actors go
     without a runtime_env of their own and may take the prestarted workers."""
-    from ray.tune.execution import class_cache
-
     defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
     if isinstance(defaults, dict):  # absent in another Ray: actors then start new workers
         defaults.clear()

@@ -56,15 +56,11 @@ print(json.dumps({"idle": sorted(idle), "trial_pids": sorted(pids),
 """
 
 
-def run_script(tmp_path: Path) -> dict:
+def test_trials_run_in_prestarted_workers_and_stopping_leaves_nothing(tmp_path):
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "local.db")],
                          cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_trials_run_in_prestarted_workers_and_stopping_leaves_nothing(tmp_path):
-    seen = run_script(tmp_path)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
     # Ray prestarts one worker per CPU at ray.init; Tune's actors take them instead of
     # starting processes of their own (they would, given a runtime_env of their own).
     assert len(seen["idle"]) >= 2
