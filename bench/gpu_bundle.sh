@@ -4,6 +4,9 @@
 #
 #   bash bench/gpu_bundle.sh            # build (downloads from PyPI, cached), print the size
 #   bash bench/gpu_bundle.sh --check    # verify an existing bundle: contents, versions, size
+#   bash bench/gpu_bundle.sh --check PY312   # and, in that Python 3.12 (one with only the GPU
+#       machine's packages), unpack it as gpu_check.sh does and import Ray Tune, Optuna and
+#       liandan's `run` path from it
 #
 # The GPU machine (see /work/shared/GPU.md) has Python 3.12 with torch 2.11, numpy, scipy,
 # pandas, pyarrow, aiohttp (+ attrs), grpcio, msgpack, protobuf, requests, click, filelock,
@@ -100,12 +103,52 @@ EOF
   if ! awk -v s="$mib" -v l="$LIMIT_MIB" 'BEGIN { exit !(s <= l) }'; then
     echo "bundle is over the limit: ${mib} MiB > ${LIMIT_MIB} MiB" >&2; ok=0
   fi
+  # What goes with it: the working tree's tracked and untracked, not ignored, files.
+  if git rev-parse --git-dir > /dev/null 2>&1; then
+    local tree
+    tree=$(git ls-files -z -c -o --exclude-standard | xargs -0 -r stat -c %s 2>/dev/null \
+      | awk '{ s += $1 } END { printf "%.1f", s / 1048576 }')
+    echo "working tree sent with it: ${tree} MiB; together" \
+      "$(awk -v a="$mib" -v b="$tree" 'BEGIN { printf "%.1f", a + b }') MiB of the 64 MiB"
+  fi
   [ "$ok" = 1 ] && echo "bundle check: ok" || { echo "bundle check: FAILED" >&2; return 1; }
 }
 
+imports() {  # imports PY312: the bundle as the GPU machine sees it, in a cp312 Python
+  local py=$1 tmp rc
+  tmp=$(mktemp -d)
+  "$py" bench/gpu_check.py unpack --out "$tmp/out" --site "$tmp/site" --bundle "$BUNDLE" \
+    > /dev/null || { rm -rf "$tmp"; return 1; }
+  PYTHONPATH="$tmp/site:$(pwd)" "$py" - "$tmp/site" <<'EOF'
+import importlib, sys, time
+assert sys.version_info[:2] == (3, 12), f"not Python 3.12: {sys.version}"
+site = sys.argv[1]
+t0 = time.perf_counter()
+for name in ("ray", "ray.tune", "ray.tune.search.optuna", "optuna", "sqlalchemy", "alembic",
+             "pydantic", "jsonschema", "tensorboardX", "service.cli", "service.spec"):
+    importlib.import_module(name)
+# liandan's runner, where the refactor puts it or where it was (Ray, Tune, Optuna, torch).
+try:
+    runner = importlib.import_module("service.run.runner")
+except ModuleNotFoundError as exc:
+    if exc.name not in ("service.run", "service.run.runner"):
+        raise
+    runner = importlib.import_module("service.runner")
+import ray, optuna
+for mod in (ray, optuna):
+    assert mod.__file__.startswith(site), f"{mod.__name__} not from the bundle: {mod.__file__}"
+print(f"imports ok in Python {sys.version.split()[0]}: ray {ray.__version__}, optuna "
+      f"{optuna.__version__}, {runner.__name__}.run_study ({time.perf_counter() - t0:.1f} s)")
+EOF
+  rc=$?
+  rm -rf "$tmp"
+  return $rc
+}
+
 if [ "${1:-}" = "--check" ]; then
-  check
-  exit
+  check || exit 1
+  if [ -n "${2:-}" ]; then imports "$2" || { echo "bundle imports: FAILED" >&2; exit 1; }; fi
+  exit 0
 fi
 
 download() {  # cp312 manylinux x86-64 wheels, without dependencies, into $CACHE

@@ -122,6 +122,7 @@ def machine_info() -> dict:
             info["torch_device"] = torch.cuda.get_device_name(0)
     except Exception as exc:  # noqa: BLE001 - recorded, not fatal
         info["torch"] = f"import failed: {exc}"
+    info["packages"] = package_versions()
     try:
         info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                         capture_output=True, text=True, timeout=10,
@@ -162,6 +163,25 @@ def cmd_unpack(args: argparse.Namespace) -> None:
     print(f"unpacked {len(archives)} archives into {args.site} in {seconds:.1f} s")
     write_json({"stage": "unpack", "status": "ok", "archives": [p.name for p in archives],
                 "unpack_s": seconds}, Path(args.out) / "stage0_unpack.json")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of what the check runs on, and whether each came from the bundle."""
+    import importlib.metadata as md
+
+    site = os.environ.get("PYTHONPATH", "").split(os.pathsep)[0]
+    out: dict[str, str | None] = {}
+    for name in ("torch", "numpy", "ray", "optuna", "sqlalchemy", "pydantic", "pydantic-core",
+                 "jsonschema", "tensorboardX", "typer", "rich", "pyyaml", "pandas", "pyarrow"):
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+            continue
+        where = str(dist.locate_file(""))
+        from_bundle = bool(site) and where.startswith(site)
+        out[name] = dist.version + (" (bundle)" if from_bundle else "")
+    return out
 
 
 def cmd_machine(args: argparse.Namespace) -> None:
@@ -576,7 +596,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
         stages[name] = {"status": status, "seconds": float(seconds) if seconds else None,
                         **{k: v for k, v in data.items() if k not in ("status", "stage")}}
     out = {"date": now(), "machine": {k: v for k, v in machine.items() if k != "date"},
-           "cpu_flag": args.cpu, "stages": stages}
+           "cpu_flag": args.cpu, **({"note": args.note} if args.note else {}),
+           "stages": stages}
     print("summary:")
     for name, s in stages.items():
         print(f"  {name:8s} {s['status']}"
@@ -602,6 +623,8 @@ def main() -> None:
                            help="seconds for the whole stage (a k that cannot start is left)")
         if name == "summary":
             p.add_argument("--rc", nargs="*", default=[], help="stage=exitcode:seconds")
+            p.add_argument("--note", default=os.environ.get("GPU_CHECK_NOTE"),
+                           help="what ran where, kept in the summary ($GPU_CHECK_NOTE)")
     t = sub.add_parser("trial")
     for opt in ("--data-root", "--device", "--result"):
         t.add_argument(opt, required=True)

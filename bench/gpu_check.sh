@@ -10,6 +10,7 @@
 #   --cpu       run stages 1 and 2 on the CPU with tiny sizes (a test of the script);
 #               without it and without CUDA they are recorded as skipped ("no CUDA")
 #   PYTHON=...  the interpreter (default python3)
+#   GPU_CHECK_NOTE=...  a line kept in the summary (what ran where)
 #
 # Stages (bench/gpu_check.py says what each measures):
 #   0 unpack   the bundle into a temporary folder named in PYTHONPATH       (30 s)
