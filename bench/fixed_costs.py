@@ -57,10 +57,11 @@ def driver_per_trial() -> dict:
     from overhead import SPEC
 
     from service.plan import make_plan
-    from service.search import Ledger, StudySearch
+    from service.run.ledger import Ledger
+    from service.run.search import StudySearch
+    from service.run.trainable import STEP_KEY
     from service.spec import validate_spec
-    from service.storage import open_storage
-    from service.trainable import STEP_KEY
+    from service.store.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = validate_spec(SPEC)
@@ -86,7 +87,7 @@ def driver_per_trial() -> dict:
 
 RAY_START_STOP = """
 import json, sys, time
-from service.runner import ensure_ray, stop_ray
+from service.run.runner import ensure_ray, stop_ray
 import ray
 t0 = time.perf_counter(); ensure_ray(None); t1 = time.perf_counter()
 ray.get(ray.remote(lambda: 1).remote())  # a worker runs something, as in a study

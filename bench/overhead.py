@@ -132,7 +132,7 @@ def liandan_cold(db: Path) -> dict:
 
 
 def liandan(db: Path) -> dict:
-    from service.runner import run_study
+    from service.run.runner import run_study
     from service.spec import validate_spec
 
     spec = validate_spec(SPEC)
@@ -178,7 +178,7 @@ def ray_actors(processes: int = 2) -> dict:
     import ray
     from ray.util import ActorPool
 
-    from service.runner import ensure_ray, stop_ray
+    from service.run.runner import ensure_ray, stop_ray
 
     ensure_ray(None)
     worker = ray.remote(num_cpus=1)(_Worker)

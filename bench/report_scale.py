@@ -184,7 +184,7 @@ def child(url: str, name: str, out: str, trace: bool) -> None:
     """Write one report in this (fresh) process and print its cost as JSON."""
     import tracemalloc
 
-    from service.report import write_study_report
+    from service.report.study import write_study_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rss_before = peak_rss_mib()

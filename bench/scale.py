@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "fixtures"), str(ROOT)])
 
-from service.runner import ensure_ray, run_study  # noqa: E402
+from service.run.runner import ensure_ray, run_study  # noqa: E402
 from service.spec import validate_spec  # noqa: E402
-from service.storage import open_storage  # noqa: E402
+from service.store.storage import open_storage  # noqa: E402
 
 PG_URL = os.environ.get("LIANDAN_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CONCURRENCY = 8

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from service.spec import SpecError, load_spec
-from service.storage import default_storage_url, describe
+from service.store.storage import default_storage_url, describe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="liandan (炼丹): hyperparameter studies on Optuna + Ray Tune.")
@@ -70,8 +70,8 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="folder of the reports")] = Path("reports"),
 ) -> None:
     """Run a study in-process on Ray, record it in the Optuna storage, write its report."""
-    from service.runner import StudyConflict, run_study
-    from service.status import study_statuses
+    from service.run.runner import StudyConflict, run_study
+    from service.store.status import study_statuses
 
     try:
         spec = load_spec(spec_path)
@@ -120,7 +120,7 @@ def status(
     if url:
         _api_status(url, study)
         return
-    from service.status import study_statuses
+    from service.store.status import study_statuses
 
     statuses = study_statuses(_storage(storage), study)
     if not statuses:
@@ -143,11 +143,11 @@ def dashboard(
     which every request must then carry)."""
     import os
 
-    from service.api.settings import is_loopback
-    from service.dashboard import serve_dashboard
+    from service.server.api.settings import is_loopback
+    from service.server.dashboard import serve_dashboard
 
     if parent_pid is not None:  # started by `liandan serve`: go when it goes
-        from service.worker import die_with_parent
+        from service.server.process import die_with_parent
 
         die_with_parent()
     token = os.environ.get("LIANDAN_TOKEN") or None
@@ -185,8 +185,8 @@ def serve(
     writes a random token to ./.liandan-token (mutating requests always need the token)."""
     from pydantic import ValidationError
 
-    from service.api.settings import Settings
-    from service.serve import serve as run_service
+    from service.server.api.settings import Settings
+    from service.server.serve import serve as run_service
 
     given = {"host": host, "port": port, "dashboard_port": dashboard_port, "storage": storage,
              "workers": workers, "ray_address": ray_address, "reports_dir": reports_dir,
@@ -203,7 +203,8 @@ def serve(
 
 
 def _client(url: str | None):
-    from service.client import DEFAULT_URL, ApiClient, find_token
+    from service.client import DEFAULT_URL, ApiClient
+    from service.server.token import find_token
 
     return ApiClient(url or DEFAULT_URL, find_token())
 
@@ -297,7 +298,7 @@ def report(
     out: OutOpt = Path("reports"),
 ) -> None:
     """Write a study's report: markdown, findings JSON, plots, and a dashboard note."""
-    from service.report import ReportNameError
+    from service.report.files import ReportNameError
     from service.rulebook.run import report_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -7,16 +7,13 @@ working directory when it generated one.
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TOKEN_FILE = Path(".liandan-token")
 
 
 class ApiError(RuntimeError):
@@ -25,15 +22,6 @@ class ApiError(RuntimeError):
     def __init__(self, status: int, detail: Any):
         self.status, self.detail = status, detail
         super().__init__(f"HTTP {status}: {detail}")
-
-
-def find_token() -> str | None:
-    token = os.environ.get("LIANDAN_TOKEN")
-    if token:
-        return token
-    if TOKEN_FILE.is_file():
-        return TOKEN_FILE.read_text().strip() or None
-    return None
 
 
 @dataclass

@@ -24,7 +24,7 @@ def ray_session():
     """Real Ray, started once: starting it per test would cost ~5 s each."""
     import ray
 
-    from service.runner import ensure_ray, stop_ray
+    from service.run.runner import ensure_ray, stop_ray
 
     ensure_ray(None)
     yield ray

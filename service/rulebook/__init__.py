@@ -1,14 +1,6 @@
-"""The rulebook: one module per family of the blog's rules (RULES.md R1-R14)."""
+"""The rulebook: one module per family of the blog's rules (RULES.md R1-R14), their
+statistics, and the rulebook report (verdicts and findings)."""
 
-from service.rulebook._base import (
-    ArmData,
-    Finding,
-    RuleCheck,
-    StudyData,
-    finalize,
-    load_study_data,
-    not_tested,
-)
+from service.rulebook._base import Finding, RuleCheck, finalize, not_tested
 
-__all__ = ["ArmData", "Finding", "RuleCheck", "StudyData", "finalize", "load_study_data",
-           "not_tested"]
+__all__ = ["Finding", "RuleCheck", "finalize", "not_tested"]

@@ -14,11 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
-
-from service import stats
-from service.trial_rows import read_trials
+from service.rulebook import stats
+from service.store.study_data import StudyData
 
 VerdictName = Literal["supported", "contradicted", "inconclusive", "not_tested"]
 ALPHA = 0.05
@@ -83,61 +80,6 @@ def finalize(findings: list[Finding], alpha: float = ALPHA) -> list[Finding]:
         else:
             f.verdict = "inconclusive"
     return findings
-
-
-# ------------------------------------------------------------------ reading studies
-@dataclass
-class ArmData:
-    """One arm of a study as read from storage."""
-
-    label: str  # "batch_size=32"; "" without scientific parameters
-    values: dict[str, Any]  # the scientific values of the arm
-    study_name: str
-    trials: list[FrozenTrial]
-
-    def tune(self, states=(TrialState.COMPLETE,)) -> list[FrozenTrial]:
-        return [t for t in self.trials if t.user_attrs.get("role") != "seed" and t.state in states]
-
-    def seeds(self, states=(TrialState.COMPLETE,)) -> list[FrozenTrial]:
-        return [t for t in self.trials if t.user_attrs.get("role") == "seed" and t.state in states]
-
-
-@dataclass
-class StudyData:
-    """All arms of one spec, in the order the spec lists them."""
-
-    name: str
-    spec: dict[str, Any]
-    arms: list[ArmData]
-
-    @property
-    def metric(self) -> str:
-        return self.spec.get("metric", "val_accuracy")
-
-    @property
-    def direction(self) -> str:
-        return self.spec.get("direction", "maximize")
-
-
-def load_study_data(storage: Any, name: str) -> StudyData | None:
-    """The arms of spec `name` in `storage` (a URL or a storage), or None when no such study ran.
-
-    Each study's trials are read once, in a few queries (`service.trial_rows`): study
-    summaries would read every trial of every study in the storage, and the ORM path of
-    `get_trials` costs seconds per thousand trials.
-    """
-    storage = optuna.storages.get_storage(storage)
-    arms, spec = [], None
-    for study in storage.get_all_studies():
-        if study.user_attrs.get("spec_name", study.study_name) != name:
-            continue
-        spec = study.user_attrs.get("spec", {})
-        arms.append((study._study_id, ArmData(
-            study.user_attrs.get("arm") or "", study.user_attrs.get("arm_values") or {},
-            study.study_name, read_trials(storage, study._study_id))))
-    if spec is None:
-        return None
-    return StudyData(name, spec, [arm for _, arm in sorted(arms, key=lambda a: a[0])])
 
 
 class RuleCheck(abc.ABC):

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial
 from scipy import stats as st
 
-from service.rulebook._base import ArmData, Finding, StudyData
+from service.rulebook._base import Finding
+from service.store.study_data import ArmData, StudyData
 
 # ---------------------------------------------------------------- reading arms
 

@@ -24,8 +24,8 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats as st
 
-from service import stats
-from service.rulebook._base import ArmData, Finding, RuleCheck, StudyData, not_tested
+from service.rulebook import stats
+from service.rulebook._base import Finding, RuleCheck, not_tested
 from service.rulebook._batch_data import (
     Estimate,
     arms_by_batch,
@@ -41,6 +41,7 @@ from service.rulebook._batch_data import (
     t_estimate,
 )
 from service.rulebook.compare import _finite
+from service.store.study_data import ArmData, StudyData
 
 # ---------------------------------------------------------------- reading seed re-runs
 

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from service import stats
-from service.rulebook._base import ALPHA, ArmData, Finding, RuleCheck, StudyData, not_tested
+from service.rulebook import stats
+from service.rulebook._base import ALPHA, Finding, RuleCheck, not_tested
+from service.store.study_data import ArmData, StudyData
 
 __all__ = ["ACCURACY_MARGIN", "ArmRuns", "Decision", "Part", "RunValue", "arm_runs", "caveats",
            "decide", "final", "find_arm", "finding", "gap", "late_gain", "load_pair", "mean",
@@ -441,7 +442,7 @@ def plots(plot_dir: Any, rule: str, study: StudyData, runs: Sequence[ArmRuns], t
     value vs trials spent; paths relative to the report, as `Finding.plots` holds them."""
     if plot_dir is None:
         return []
-    from service.plots import isolation_plot, learning_curves
+    from service.report.plots import isolation_plot, learning_curves
 
     folder = Path(plot_dir)
     kw = {"metric": study.metric, "direction": study.direction}

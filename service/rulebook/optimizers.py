@@ -13,7 +13,8 @@ import math
 from typing import Any
 
 from service.rulebook import compare as cmp
-from service.rulebook._base import Finding, RuleCheck, StudyData
+from service.rulebook._base import Finding, RuleCheck
+from service.store.study_data import StudyData
 
 MOMENTUM_STUDY = "optimizer-momentum-adam"
 ADAPTIVE_STUDY = "optimizer-adagrad-rmsprop"

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from service.rulebook import compare as cmp
-from service.rulebook._base import Finding, RuleCheck, StudyData, not_tested
+from service.rulebook._base import Finding, RuleCheck, not_tested
+from service.store.study_data import StudyData
 
 BN_STUDY = "batchnorm"
 REG_STUDY = "regularization"

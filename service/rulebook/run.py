@@ -24,18 +24,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from service.report import (
-    ReportContext,
-    ReportPaths,
-    check_name,
-    write_rulebook_report,
-    write_study_report,
-)
+from service.report.files import ReportPaths, check_name
+from service.report.study import write_study_report
 from service.rulebook import registry
-from service.rulebook._base import Finding, RuleCheck, StudyData, finalize, load_study_data
+from service.rulebook._base import Finding, RuleCheck, finalize
 from service.rulebook._base import not_tested as _not_tested
+from service.rulebook.report import ReportContext, write_rulebook_report
 from service.spec import load_spec, validate_spec
-from service.storage import describe, open_storage
+from service.store.storage import describe, open_storage
+from service.store.study_data import StudyData, load_study_data
 
 __all__ = ["BUDGETS", "RulebookResult", "honoured_params", "report_study", "rulebook_name",
            "run_rulebook", "slug", "study_name"]
@@ -140,7 +137,7 @@ def _selected(rules: Iterable[str] | None) -> list[str]:
 def _run_spec(path: Path, objective: str, storage_url: str | None, ray_address: str | None,
               show_progress: bool, console: Console) -> str:
     """Run one rulebook spec for `objective`; returns the study name (raises on failure)."""
-    from service.runner import run_study
+    from service.run.runner import run_study
 
     stem = path.stem
     base = load_spec(path, check_objective=False).model_dump(mode="json")
@@ -197,7 +194,7 @@ def _run_specs(stems: list[str], folder: Path, objective: str, storage_url: str 
                ray_address: str | None, show_progress: bool,
                console: Console) -> tuple[dict[str, str], dict[str, str]]:
     """Run each spec; (stem -> study name that ran, stem -> why it did not)."""
-    from service.runner import ensure_ray, stop_ray
+    from service.run.runner import ensure_ray, stop_ray
 
     ran: dict[str, str] = {}
     errors: dict[str, str] = {}

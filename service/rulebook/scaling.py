@@ -18,8 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from service import stats
-from service.rulebook._base import ArmData, Finding, RuleCheck, StudyData, not_tested
+from service.rulebook import stats
+from service.rulebook._base import Finding, RuleCheck, not_tested
 from service.rulebook._batch_data import (
     arms_by_batch,
     batch_axis,
@@ -30,6 +30,7 @@ from service.rulebook._batch_data import (
     save_plot,
     standard_caveats,
 )
+from service.store.study_data import ArmData, StudyData
 
 TARGET, MARGIN = 1.0, 0.25  # claimed slope, and how far from it still counts as linear
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from service.rulebook import compare as cmp
-from service.rulebook._base import Finding, RuleCheck, StudyData, not_tested
+from service.rulebook._base import Finding, RuleCheck, not_tested
+from service.store.study_data import StudyData
 
 WARMUP_STUDY = "warmup-large-lr"
 DECAY_STUDY = "decay-shape"
@@ -216,7 +217,7 @@ class CosineCheck(RuleCheck):
                if rival else "") + f"; {len(cos.values(acc))} seeds per arm.")
         plots = cmp.plots(plot_dir, self.rule, study, rows, "R11: decay shapes, peak LR tuned")
         if plot_dir is not None:
-            from service.plots import lr_schedule_plot
+            from service.report.plots import lr_schedule_plot
 
             shapes = {r.label: r.best.params for r in rows if r.best is not None}
             path = lr_schedule_plot(shapes, Path(plot_dir) / "R11-schedules.png",

@@ -14,8 +14,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
-from service import stats
-from service.rulebook._base import Finding, RuleCheck, StudyData, not_tested
+from service.rulebook import stats
+from service.rulebook._base import Finding, RuleCheck, not_tested
 from service.rulebook._batch_data import (
     arms_by_batch,
     batch_axis,
@@ -29,6 +29,7 @@ from service.rulebook._batch_data import (
     standard_caveats,
     t_estimate,
 )
+from service.store.study_data import StudyData
 
 R1_PAIRS = ((32, 30), (64, 60), (128, 100), (128, 120), (256, 250))
 R1_MARGIN = math.log(1.03)  # throughputs within 3% are practically the same

@@ -1,0 +1,122 @@
+"""The rulebook report: the verdict table first, then a section per rule (the blog's words,
+protocol, evidence, plots, verdict, literature), the studies read, and Reproduce."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.report import sections
+from service.report.files import ReportPaths, created_now, report_paths, write_report
+from service.report.reproduce import devices, reproduce_lines
+from service.rulebook._base import Finding, RuleCheck
+from service.store.storage import describe
+from service.store.study_data import StudyData
+
+__all__ = ["ReportContext", "effect_text", "rule_lines", "verdict_lines",
+           "write_rulebook_report"]
+
+
+@dataclass
+class ReportContext:
+    """Everything a rulebook report shows besides the findings.
+
+    `studies` maps a spec stem (or study name) to what the storage holds for it (None when
+    it did not run); `checks` gives each rule's words and literature.
+    """
+
+    objective: str
+    studies: Mapping[str, StudyData | None] = field(default_factory=dict)
+    checks: Mapping[str, RuleCheck] = field(default_factory=dict)
+    storage_url: str | None = None
+    command: str = ""
+    wall_s: float | None = None
+    budget: str | None = None
+    errors: Mapping[str, str] = field(default_factory=dict)  # stem -> why it did not run
+    notes: list[str] = field(default_factory=list)  # said once, under the title
+
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def effect_text(f: Finding) -> str:
+    """'0.012 [0.004, 0.02]': the effect with its 95% CI."""
+    if f.effect is None:
+        return "—"
+    ci = "" if f.ci is None else f" [{_num(f.ci[0])}, {_num(f.ci[1])}]"
+    return _num(f.effect) + ci
+
+
+def verdict_lines(findings: list[Finding]) -> list[str]:
+    counts = {v: sum(f.verdict == v for f in findings)
+              for v in ("supported", "contradicted", "inconclusive", "not_tested")}
+    lines = ["## Verdicts", "",
+             "| rule | claim | verdict | effect [95% CI] | p (Holm) |", "|---|---|---|---|---|"]
+    for f in findings:
+        lines.append(f"| [{f.rule}](#{f.rule.lower()}) | {sections.cell(f.claim)} | "
+                     f"**{f.verdict}** | {effect_text(f)} | {_num(f.p_adjusted)} |")
+    lines += ["", " · ".join(f"{k}: {v}" for k, v in counts.items()), ""]
+    return lines
+
+
+def rule_lines(f: Finding, check: RuleCheck | None, out: Path, plot_dir: Path) -> list[str]:
+    """One rule's section: the blog's words, protocol, evidence, plots, verdict, literature."""
+    lines = [f"## {f.rule}", "", f"**Claim.** {f.claim}", ""]
+    if check is not None:
+        lines += [f"> {check.blog_zh}", ">", f"> *{check.blog_en}*", ""]
+    if f.protocol:
+        lines += ["### Protocol", "", f.protocol, ""]
+    if f.table:
+        lines += ["### Evidence", "", *sections.table_lines(f.table), ""]
+    links = [sections.plot_link(p, out, plot_dir) for p in f.plots]
+    if links:
+        lines += ["### Plots", "", *[f"![{f.rule}: {Path(p).stem}]({p})" for p in links], ""]
+    lines += ["### Verdict", "", f"**{f.verdict}.** {f.evidence}".rstrip(), ""]
+    if f.verdict != "not_tested":
+        lines += [f"- metric `{f.metric}`; effect {effect_text(f)}; p = {_num(f.p_value)}, "
+                  f"Holm-adjusted p = {_num(f.p_adjusted)}; n = {list(f.n)}",
+                  f"- method: {f.method or '—'}", ""]
+    if check is not None and check.literature:
+        lines += ["### Literature", "", check.literature, ""]
+    if f.caveats:
+        lines += ["### Caveats", "", *[f"- {c}" for c in f.caveats], ""]
+    if f.verdict == "inconclusive":
+        lines += ["### More needed", "", f.more_needed or "not estimated by the check", ""]
+    return lines
+
+
+def write_rulebook_report(findings: list[Finding], context: ReportContext,
+                          out_dir: str | Path, name: str) -> ReportPaths:
+    """One report for finalized `findings`: verdict table first, then a section per rule."""
+    out, md_path, json_path, plot_dir = report_paths(out_dir, name)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    ran = [d for d in context.studies.values() if d is not None]
+    trials = [t for d in ran for arm in d.arms for t in arm.trials]
+    url = describe(context.storage_url) if context.storage_url else "the default storage"
+    budget = f" · budget {context.budget}" if context.budget else ""
+    created = created_now()
+    lines = [f"# Rulebook report: {name}", "",
+             f"objective `{context.objective}`{budget} · storage `{url}` · "
+             f"device {devices(trials)} · created {created}", ""]
+    lines += [f"*{note}*" for note in context.notes] + ([""] if context.notes else [])
+    lines += verdict_lines(findings)
+    for f in findings:
+        lines += rule_lines(f, context.checks.get(f.rule), out, plot_dir)
+    lines += ["## Studies", ""]
+    for stem, data in context.studies.items():
+        if data is None:
+            why = context.errors.get(stem, "did not run")
+            lines += [f"### {stem}", "", f"not run: {sections.cell(why)}", ""]
+        else:
+            lines += [f"### {data.name}", "", *sections.arm_table_lines(data), ""]
+    commands = [context.command or "liandan rulebook"]
+    lines += reproduce_lines({d.name: d.spec for d in ran}, trials, commands,
+                             wall_s=context.wall_s)
+    payload = {"study": name, "objective": context.objective, "device": devices(trials),
+               "created": created, "findings": [f.to_json() for f in findings]}
+    return write_report(out, md_path, json_path, plot_dir, "\n".join(lines), payload, ran,
+                  context.storage_url)

@@ -1,0 +1,316 @@
+"""Ray Tune searchers that write every trial into Optuna, arm by arm.
+
+`ArmSearch` is Ray's `OptunaSearch` for one arm's study, with the gaps of Ray 2.60's
+version closed: a trial the scheduler stopped early is told PRUNED (not COMPLETE), the
+final epoch is stored as an intermediate value, and each trial gets the ◆ record
+attributes (`arm`, `role`, `node_id`, `device`, the last value of every metric).
+
+`StudySearch` hands out trials across arms so no arm can starve another: the arm with
+the fewest started trials goes next; once an arm's tuning budget has finished, its best
+configuration is re-run with new seeds (role `seed`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from service.plan import Arm, Plan
+from service.records import (
+    CANCELLED,
+    DIVERGED,
+    ERROR,
+    INTERRUPTED,
+    NO_METRIC,
+    UNFINISHED,
+    WORKER_LOST,
+)
+from service.run.ledger import DriverOnly, Ledger, TrialInfo
+from service.run.trainable import EPOCHS_KEY, ERROR_KEY, REPORT_EVERY_KEY, STEP_KEY
+from service.store.storage import write_trial
+
+log = logging.getLogger(__name__)
+
+# Least time between two reports of a trial no scheduler may stop (see service.run.trainable).
+REPORT_EVERY_S = 1.0
+
+# Keys Ray adds to every result; everything else came from the objective or the trainable.
+RAY_KEYS = frozenset(AUTO_RESULT_KEYS) | frozenset(DEBUG_METRICS) | {
+    "done", "should_checkpoint", "__duplicate__", "experiment_tag", "trial_id",
+} | {EPOCHS_KEY, STEP_KEY}  # and the trainable's own bookkeeping
+
+
+
+def result_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The objective's own metrics (and node/device) out of a Ray result."""
+    return {k: v for k, v in result.items() if k not in RAY_KEYS}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+class ArmSearch(OptunaSearch):
+    """OptunaSearch over one arm's Optuna study, recording the full trial contract."""
+
+    def __init__(self, plan: Plan, arm: Arm, storage: optuna.storages.BaseStorage,
+                 ledger: Ledger):
+        self.plan, self.arm, self.ledger = plan, arm, ledger
+        spec = plan.spec
+        super().__init__(
+            space=plan.distributions(arm), metric=spec.metric,
+            mode="max" if spec.direction == "maximize" else "min",
+            sampler=plan.sampler(arm), study_name=arm.study_name, storage=storage,
+        )
+        study = self._ot_study
+        study.set_user_attr("spec", spec.model_dump(mode="json"))
+        study.set_user_attr("spec_name", spec.name)
+        study.set_user_attr("arm", arm.label or None)
+        study.set_user_attr("arm_values", arm.values)
+        self.tune_done, self.seeds_done = self._recover()
+
+    # -- resuming ---------------------------------------------------------------------
+    def _recover(self) -> tuple[int, set[int]]:
+        """Count what a previous run of this study finished; fail what it left running.
+
+        A trial left RUNNING belonged to a driver that died: it is marked FAIL with
+        `fail_reason=interrupted` and its budget is spent again, so no finished trial is
+        lost and none is run twice.
+        """
+        tune_done, seeds_done = 0, set()
+        storage = self._ot_study._storage
+        for t in self._ot_study.get_trials(deepcopy=False):
+            if t.state in (TrialState.RUNNING, TrialState.WAITING):
+                storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                continue
+            if t.user_attrs.get("fail_reason") in UNFINISHED:
+                continue
+            if t.user_attrs.get("role") == "seed":
+                if t.state == TrialState.COMPLETE:
+                    seeds_done.add(int(t.params["seed"]))
+            else:
+                tune_done += 1
+        return tune_done, seeds_done
+
+    # -- asking -----------------------------------------------------------------------
+    def ask(self, trial_id: str, role: str, seed: int | None = None) -> dict[str, Any]:
+        study = self._ot_study
+        if role == "seed":
+            best = self.best_tune_trial()
+            assert best is not None
+            params = {**best.params, "seed": seed}
+            study.enqueue_trial(params, skip_if_exists=False)
+            ot_trial = study.ask(fixed_distributions=self.plan.distributions(self.arm, seed))
+        else:
+            ot_trial = study.ask(fixed_distributions=self._space)
+        write_trial(ot_trial, {"role": role, **({"arm": self.arm.label}
+                                                if self.arm.label else {})})
+        params = dict(ot_trial.params)
+        self._ot_trials[trial_id] = ot_trial
+        epochs = params.get("epochs", self.plan.max_epochs)
+        self.ledger.trials[trial_id] = TrialInfo(self.arm, role, ot_trial, epochs)
+        return params
+
+    def best_tune_trial(self) -> optuna.trial.FrozenTrial | None:
+        sign = 1 if self.plan.spec.direction == "maximize" else -1
+        done = [
+            t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("role") != "seed" and t.value is not None
+        ]
+        return max(done, key=lambda t: sign * t.value) if done else None
+
+    # -- results ------------------------------------------------------------------------
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        info = self.ledger.trials[trial_id]
+        info.last_result = result
+        step = result.get(STEP_KEY)
+        if step is None or step == info.last_step:
+            return  # no epoch (the objective raised), or the last result again (at completion)
+        # The trainable numbers the epochs; a coalesced report carries its earlier ones. A
+        # trial Ray restarted (its worker died) numbers from 1 again and overwrites them.
+        for epoch in [*result.get(EPOCHS_KEY, ()), result]:
+            value = epoch.get(self.metric)
+            if _finite(value):
+                info.unwritten[epoch[STEP_KEY]] = float(value)
+        info.last_step = step
+        self.ledger.reports[info.role] += 1
+        info.write_curve()
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> str | None:
+        """Record the trial's end; returns its outcome (None for a repeated completion)."""
+        if trial_id not in self.ledger.trials:  # Ray may repeat a completion
+            return None
+        result = result or {}
+        if result and not error:
+            self.on_trial_result(trial_id, result)  # Ray 2.60 skips the final epoch's
+        info = self.ledger.trials.pop(trial_id)
+        ot_trial = info.ot_trial
+        metrics = result_metrics(result)
+        attrs = {key: _jsonable(val) for key, val in metrics.items()}
+        value = metrics.get(self.metric)
+        diverged = bool(metrics.get("diverged"))
+        ended_early = info.epochs is not None and info.last_step < info.epochs
+        if ERROR_KEY in metrics:
+            state, outcome = TrialState.FAIL, "failed"
+            attrs["fail_reason"] = ERROR
+        elif error:
+            # Not the objective's exception (that arrives as a result): Ray lost the worker
+            # or its node, retries included. The budget is spent again.
+            state, outcome = TrialState.FAIL, "lost"
+            attrs["fail_reason"] = WORKER_LOST
+        elif self.ledger.cancelled and (ended_early or info.epochs is None) and not diverged:
+            state, outcome = TrialState.FAIL, "cancelled"
+            attrs["fail_reason"] = CANCELLED
+        elif info.stopped_by_scheduler and ended_early and not diverged:
+            state, outcome = TrialState.PRUNED, "pruned"
+        elif not _finite(value):
+            # A diverged trial whose metric is NaN (e.g. val_loss) can't hold a value.
+            state, outcome = TrialState.FAIL, "diverged" if diverged else "failed"
+            attrs["fail_reason"] = DIVERGED if diverged else NO_METRIC
+        else:
+            state, outcome = TrialState.COMPLETE, "diverged" if diverged else "complete"
+        # One transaction for the whole record: attributes and the curve's last epochs.
+        write_trial(ot_trial, attrs, curve=info.unwritten)
+        self._tell(ot_trial, state, float(value) if state == TrialState.COMPLETE else None)
+        self.ledger.outcomes[outcome] += 1
+        if state == TrialState.COMPLETE:
+            self.ledger.improve(float(value))
+        if info.role == "seed":
+            if state == TrialState.COMPLETE:
+                self.seeds_done.add(int(ot_trial.params["seed"]))
+        elif outcome not in ("cancelled", "lost"):
+            self.tune_done += 1
+        return outcome
+
+    def _tell(self, ot_trial: optuna.Trial, state: TrialState, value: float | None) -> None:
+        try:
+            self._ot_study.tell(ot_trial, value, state=state)
+        except RuntimeError as exc:
+            # GridSampler calls study.stop() when its grid is spent, which only works
+            # inside study.optimize; the state is already stored by then.
+            log.debug("tell: %s", exc)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+class StudySearch(DriverOnly, Searcher):
+    """One Tune searcher over all arms: equal tuning budgets, then seed re-runs."""
+
+    def __init__(self, plan: Plan, storage: optuna.storages.BaseStorage, ledger: Ledger):
+        spec = plan.spec
+        super().__init__(metric=spec.metric, mode="max" if spec.direction == "maximize"
+                         else "min")
+        self.plan, self.ledger = plan, ledger
+        self.arms = [ArmSearch(plan, arm, storage, ledger) for arm in plan.arms]
+        self.tune_started = {a.arm.index: a.tune_done for a in self.arms}
+        self.seeds_started: dict[int, set[int]] = {
+            a.arm.index: set(a.seeds_done) for a in self.arms
+        }
+        self._owner: dict[str, ArmSearch] = {}
+        self.lost = 0  # trials re-issued because their worker died
+
+    @property
+    def remaining(self) -> int:
+        """Trials still to start (seed re-runs of an arm with no best are not counted)."""
+        tune = sum(self.plan.trials_per_arm - n for n in self.tune_started.values())
+        seeds = sum(len(self.plan.seeds) - len(s) for s in self.seeds_started.values())
+        return tune + seeds
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # the plan fixed metric, mode and space already
+
+    def suggest(self, trial_id: str) -> dict | None:
+        plan = self.plan
+        if self.ledger.cancelled:
+            return Searcher.FINISHED
+        # Tuning first, fewest-started arm next, so arms progress together.
+        open_arms = [a for a in self.arms if self.tune_started[a.arm.index] < plan.trials_per_arm]
+        if open_arms:
+            arm = min(open_arms, key=lambda a: self.tune_started[a.arm.index])
+            self.tune_started[arm.arm.index] += 1
+            self._owner[trial_id] = arm
+            return self._config(arm.ask(trial_id, "tune"), "tune")
+        waiting = False
+        for arm in self.arms:
+            todo = [s for s in plan.seeds if s not in self.seeds_started[arm.arm.index]]
+            if not todo:
+                continue
+            if arm.tune_done < plan.trials_per_arm:
+                waiting = True  # this arm's tuning is still running: its best may change
+                continue
+            if arm.best_tune_trial() is None:
+                continue  # nothing completed (all failed or pruned): nothing to re-run
+            self.seeds_started[arm.arm.index].add(todo[0])
+            self._owner[trial_id] = arm
+            return self._config(arm.ask(trial_id, "seed", seed=todo[0]), "seed")
+        return None if waiting else Searcher.FINISHED
+
+    def _config(self, params: dict, role: str) -> dict:
+        """Tune's config of a trial: its parameters, and how often it reports. Only a tuning
+        trial with a pruner can be stopped (`PerArmScheduler`), so only it must report every
+        epoch; the others report their epochs together, at most once every `REPORT_EVERY_S`."""
+        stoppable = role == "tune" and self.plan.spec.search.pruner != "none"
+        return {**params, REPORT_EVERY_KEY: 0.0 if stoppable else REPORT_EVERY_S}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._owner:
+            self._owner[trial_id].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        owner = self._owner.pop(trial_id, None)
+        if owner is None:
+            return
+        role = self.ledger.trials[trial_id].role if trial_id in self.ledger.trials else None
+        params = dict(self.ledger.trials[trial_id].ot_trial.params) if role else {}
+        outcome = owner.on_trial_complete(trial_id, result, error)
+        if outcome == "lost" and self.lost < self.plan.trials_per_arm * len(self.arms):
+            # Hand the lost trial's slot out again (bounded: a worker that dies every time
+            # must not loop forever).
+            self.lost += 1
+            index = owner.arm.index
+            if role == "seed":
+                self.seeds_started[index].discard(int(params["seed"]))
+            else:
+                self.tune_started[index] -= 1
+
+    def abandon_unfinished(self) -> int:
+        """Fail every trial Tune never completed (stopped with the run, or never started),
+        so nothing stays RUNNING in the storage; a resume spends their budget again."""
+        reason = CANCELLED if self.ledger.cancelled else INTERRUPTED
+        abandoned = 0
+        for trial_id, info in list(self.ledger.trials.items()):
+            owner = self._owner.pop(trial_id)
+            if info.epochs is not None and info.last_step >= info.epochs:
+                # It reported its last epoch; only Tune's completion event was lost.
+                owner.on_trial_complete(trial_id, info.last_result)
+                continue
+            write_trial(info.ot_trial, {"fail_reason": reason}, curve=info.unwritten)
+            owner._tell(info.ot_trial, TrialState.FAIL, None)
+            self.ledger.outcomes["cancelled" if self.ledger.cancelled else "failed"] += 1
+            del self.ledger.trials[trial_id]
+            abandoned += 1
+        return abandoned
+
+    # The Optuna storage is the checkpoint: a restarted run recovers from it (`_recover`).
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
