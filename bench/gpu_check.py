@@ -551,6 +551,8 @@ def cmd_liandan(args: argparse.Namespace) -> None:
     print(f"liandan run: rc {returncode}, {len(complete)}/{len(trials)} trials complete, "
           f"devices {devices} (expected {expect!r}), {out['wall_s']:.1f} s: {out['status']}")
     write_json(out, path)
+    if not ok:
+        sys.exit(1)
 
 
 def read_trials(url: str) -> list[dict]:
@@ -587,10 +589,11 @@ def cmd_summary(args: argparse.Namespace) -> None:
         status = data.get("status")
         if rc == "not run":
             status = "not run"
-        elif rc == "124":
-            status = f"timeout ({status or 'nothing'} written)"
+        elif rc in ("124", "137"):
+            status = "timeout" + (", partial results kept" if data else "")
         elif rc != "0":
-            status = f"failed (exit {rc})" + (f", {status} written" if status else "")
+            status = f"failed (exit {rc})" + (
+                ", partial results kept" if status in ("running", "partial") else "")
         elif status in (None, "running"):
             status = f"exit 0 but {status or 'no result'}"
         stages[name] = {"status": status, "seconds": float(seconds) if seconds else None,

@@ -36,7 +36,7 @@ done
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 PY=${PYTHON:-python3}
-BUNDLE=$ROOT/bench/gpu_bundle
+BUNDLE=${GPU_BUNDLE:-$ROOT/bench/gpu_bundle}  # GPU_BUNDLE=DIR: another bundle (or none, to test)
 SITE=$(mktemp -d "${TMPDIR:-/tmp}/liandan-gpu-site.XXXXXX")
 trap 'rm -rf "$SITE"' EXIT
 RCS=()
