@@ -6,15 +6,49 @@ attributes); `load_study_data` gathers them back, in the order the spec lists th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from service.records import finite, sign
 from service.store.trial_rows import read_trials
 
-__all__ = ["ArmData", "StudyData", "load_study_data"]
+__all__ = ["ArmData", "StudyData", "best_tune_of", "complete_tune", "devices",
+           "load_study_data", "ranked_tune"]
+
+
+# ── the best trial of an arm, written once: the runner re-runs it with new seeds, status
+# shows it, reports and rule checks read it. Its tuning trials only (a seed re-run is a
+# replicate, not a candidate), COMPLETE (a pruned run's value is of an earlier epoch) and
+# finite (an inf would win every comparison); of equal values the earlier trial wins, as
+# the SQL read-out (service.store.status) orders them.
+
+def complete_tune(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The COMPLETE tuning trials with a finite value, by trial number."""
+    return sorted((t for t in trials if t.user_attrs.get("role") != "seed"
+                   and t.state == TrialState.COMPLETE and finite(t.value)),
+                  key=lambda t: t.number)
+
+
+def ranked_tune(trials: Iterable[FrozenTrial], direction: str) -> list[FrozenTrial]:
+    """`complete_tune` best first; equal values by trial number."""
+    s = sign(direction)
+    return sorted(complete_tune(trials), key=lambda t: (-s * t.value, t.number))
+
+
+def best_tune_of(trials: Iterable[FrozenTrial], direction: str) -> FrozenTrial | None:
+    """The best of `complete_tune` in `direction` (the earliest of equal values), or None."""
+    s = sign(direction)
+    return max(complete_tune(trials), key=lambda t: s * t.value, default=None)
+
+
+def devices(trials: Iterable[FrozenTrial]) -> list[str]:
+    """The devices the trials ran on (user attribute `device`: 'cpu' or a GPU's name), sorted
+    and unique; empty when no trial recorded one."""
+    return sorted({str(d) for t in trials if (d := t.user_attrs.get("device"))})
 
 
 @dataclass
@@ -32,6 +66,14 @@ class ArmData:
     def seeds(self, states=(TrialState.COMPLETE,)) -> list[FrozenTrial]:
         return [t for t in self.trials if t.user_attrs.get("role") == "seed" and t.state in states]
 
+    def best_tune(self, direction: str) -> FrozenTrial | None:
+        """The arm's best COMPLETE tuning trial with a finite value (`best_tune_of`)."""
+        return best_tune_of(self.trials, direction)
+
+    def ranked_tune(self, direction: str) -> list[FrozenTrial]:
+        """The arm's COMPLETE tuning trials with a finite value, best first (`ranked_tune`)."""
+        return ranked_tune(self.trials, direction)
+
 
 @dataclass
 class StudyData:
@@ -48,6 +90,14 @@ class StudyData:
     @property
     def direction(self) -> str:
         return self.spec.get("direction", "maximize")
+
+    def best_tune(self, arm: ArmData) -> FrozenTrial | None:
+        """`arm.best_tune` in this study's direction."""
+        return arm.best_tune(self.direction)
+
+    def devices(self) -> list[str]:
+        """The devices any trial of any arm ran on, sorted and unique."""
+        return devices(t for arm in self.arms for t in arm.trials)
 
 
 def load_study_data(storage: Any, name: str) -> StudyData | None:
