@@ -16,7 +16,9 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
-from service.records import UNFINISHED
+from service.records import UNFINISHED, better, finite, sign
+from service.store.optuna_adapter import study_id_of
+from service.store.study_data import best_tune_of
 
 
 @dataclass
@@ -55,17 +57,15 @@ class StudyStatus:
 
 def arm_status(study: optuna.Study, direction: str) -> ArmStatus:
     status = ArmStatus(study.study_name, study.user_attrs.get("arm") or "")
-    sign = 1 if direction == "maximize" else -1
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
         status.counts[t.state.name] += 1
         if t.user_attrs.get("diverged"):
             status.counts["diverged"] += 1
-        if t.state != TrialState.COMPLETE or t.value is None:
-            continue
-        if t.user_attrs.get("role") == "seed":
+        if t.state == TrialState.COMPLETE and t.user_attrs.get("role") == "seed" \
+                and finite(t.value):
             status.seed_values.append(t.value)
-        elif status.best is None or sign * t.value > sign * status.best.value:
-            status.best = t
+    status.best = best_tune_of(trials, direction)
     return status
 
 
@@ -87,7 +87,7 @@ def study_statuses(storage: Any, name: str | None = None) -> list[StudyStatus]:
         direction = spec.get("direction", "maximize")
         arms = [
             arm_status(optuna.load_study(study_name=s.study_name, storage=storage), direction)
-            for s in sorted(summaries, key=lambda s: s._study_id)
+            for s in sorted(summaries, key=study_id_of)
         ]
         result.append(StudyStatus(spec_name, spec.get("objective", "?"),
                                   spec.get("metric", "value"), direction, arms,
@@ -160,10 +160,10 @@ def tally_trials(conn: Any, names: list[str], directions: dict[str, str]) -> dic
         elif row.state in ("COMPLETE", "PRUNED", "FAIL"):
             tally.finished += row.n
         if row.state == "COMPLETE" and row.role != '"seed"' and row.hi is not None:
-            value = row.hi if directions.get(name, "maximize") == "maximize" else row.lo
-            better = max if directions.get(name, "maximize") == "maximize" else min
-            tally.best_value = value if tally.best_value is None else better(tally.best_value,
-                                                                             value)
+            direction = directions.get(name, "maximize")
+            value = row.hi if sign(direction) > 0 else row.lo
+            if tally.best_value is None or better(value, tally.best_value, direction):
+                tally.best_value = value
     for row in conn.execute(_FIRST_STUDY, {"specs": list(specs)}):
         result[specs[row.spec]].study_id = row.study_id
     return result
@@ -171,7 +171,7 @@ def tally_trials(conn: Any, names: list[str], directions: dict[str, str]) -> dic
 
 def best_trial(conn: Any, name: str, direction: str) -> dict[str, Any] | None:
     """The best COMPLETE tuning trial of spec `name`: study, number, value, params, arm."""
-    order = "DESC" if direction == "maximize" else "ASC"
+    order = "DESC" if sign(direction) > 0 else "ASC"
     row = conn.execute(sa.text(_BEST.format(order=order)), {"spec": json.dumps(name)}).first()
     if row is None:
         return None

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import optuna
 
+from service.store.engine import engine_kwargs
+from service.store.optuna_adapter import rdb_backend, trial_id_of
+
 DEFAULT_DB_FILE = "liandan.db"
 log = logging.getLogger(__name__)
 
@@ -31,24 +34,81 @@ def default_storage_url() -> str:
 def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
     """Open (and create the tables of) an Optuna RDB storage with sane engine settings."""
     url = url or default_storage_url()
-    engine_kwargs: dict = {"pool_pre_ping": True}  # survive a database restart
-    if url.startswith("sqlite"):
-        # Readers (dashboard, status) and the driver share the file: wait, don't fail.
-        engine_kwargs["connect_args"] = {"timeout": 60}
-        _use_wal()
+    kwargs = engine_kwargs(url)
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(1, 5):
         try:
-            return ResilientRDBStorage(url, engine_kwargs=engine_kwargs)
+            return ResilientRDBStorage(url, engine_kwargs=kwargs)
         except (IntegrityError, OperationalError, ProgrammingError):
             # Two processes creating the tables of a new database at once (a run and a
             # dashboard, two service workers): one wins, the other's CREATE collides.
             # The tables then exist, so opening again succeeds.
             time.sleep(0.2 * attempt)
-    return ResilientRDBStorage(url, engine_kwargs=engine_kwargs)  # a 5th failure is raised
+    return ResilientRDBStorage(url, engine_kwargs=kwargs)  # a 5th failure is raised
 
 
+# The RDBStorage methods retried through a database restart (`_retrying`): the study and
+# trial reads and writes of a run and its read-outs, and the batched trial record below.
+# Any other method (deleting a study, say) fails at once when the database is down.
+RETRIED = (
+    # studies
+    "create_new_study", "get_all_studies", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+    "get_study_system_attrs", "set_study_user_attr", "set_study_system_attr",
+    # trials: reading
+    "get_trial", "get_all_trials", "get_best_trial", "get_trial_param",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_trial_id_from_study_id_trial_number",
+    # trials: writing
+    "create_new_trial", "set_trial_param", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "set_trial_record",
+)
+
+
+def _retrying(method):
+    """`method`, called again with backoff while the database is unreachable, for up to the
+    storage's `RETRY_S` seconds; any other error is raised at once."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        from sqlalchemy.exc import DBAPIError
+
+        deadline, delay = time.monotonic() + self.RETRY_S, 0.2
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except (optuna.exceptions.StorageInternalError, DBAPIError) as exc:
+                cause = exc.__cause__ if exc.__cause__ is not None else exc
+                disconnect = isinstance(cause, DBAPIError) and (
+                    cause.connection_invalidated or _looks_like_disconnect(cause))
+                if not disconnect or time.monotonic() > deadline:
+                    raise
+                log.warning("storage unreachable (%s); retrying in %.1f s",
+                            type(cause.orig).__name__ if cause.orig else cause, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    return call
+
+
+def _looks_like_disconnect(exc) -> bool:
+    text = str(exc.orig or exc).lower()
+    return any(s in text for s in ("connection", "server closed", "terminating", "shutdown",
+                                   "could not connect", "connection refused"))
+
+
+def _retried(names: tuple[str, ...]):
+    """Class decorator: wrap each method in `names` (inherited or the class's own) in
+    `_retrying`."""
+    def wrap(cls):
+        for name in names:
+            setattr(cls, name, _retrying(getattr(cls, name)))
+        return cls
+
+    return wrap
+
+
+@_retried(RETRIED)
 class ResilientRDBStorage(optuna.storages.RDBStorage):
     """An RDB storage that rides out a database restart instead of failing the study.
 
@@ -117,85 +177,14 @@ def write_trial(trial: optuna.Trial, attrs: dict | None = None,
                 curve: dict[int, float] | None = None) -> None:
     """Store user attributes and intermediate values ({step: value}) of a running trial,
     in one transaction where the storage allows."""
-    backend = getattr(trial.storage, "_backend", trial.storage)  # under _CachedStorage
+    backend = rdb_backend(trial.storage)
     if isinstance(backend, ResilientRDBStorage):
-        backend.set_trial_record(trial._trial_id, attrs or {}, curve)
+        backend.set_trial_record(trial_id_of(trial), attrs or {}, curve)
         return
     for step, value in (curve or {}).items():
         trial.report(value, step)
     for key, value in (attrs or {}).items():
         trial.set_user_attr(key, value)
-
-
-def _retrying(method):
-    @functools.wraps(method)
-    def call(self, *args, **kwargs):
-        from sqlalchemy.exc import DBAPIError
-
-        deadline, delay = time.monotonic() + self.RETRY_S, 0.2
-        while True:
-            try:
-                return method(self, *args, **kwargs)
-            except (optuna.exceptions.StorageInternalError, DBAPIError) as exc:
-                cause = exc.__cause__ if exc.__cause__ is not None else exc
-                disconnect = isinstance(cause, DBAPIError) and (
-                    cause.connection_invalidated or _looks_like_disconnect(cause))
-                if not disconnect or time.monotonic() > deadline:
-                    raise
-                log.warning("storage unreachable (%s); retrying in %.1f s",
-                            type(cause.orig).__name__ if cause.orig else cause, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    return call
-
-
-def _looks_like_disconnect(exc) -> bool:
-    text = str(exc.orig or exc).lower()
-    return any(s in text for s in ("connection", "server closed", "terminating", "shutdown",
-                                   "could not connect", "connection refused"))
-
-
-for _name in (
-    "create_new_study", "set_study_user_attr", "set_study_system_attr",
-    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
-    "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
-    "get_trial_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
-    "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
-    "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
-    "get_trial", "get_all_trials", "get_best_trial", "set_trial_record",
-):
-    setattr(ResilientRDBStorage, _name, _retrying(getattr(ResilientRDBStorage, _name)))
-
-
-_WAL_LISTENING = False
-
-
-def _use_wal() -> None:
-    """Every SQLite connection in WAL mode with synchronous=NORMAL.
-
-    Optuna commits each record on its own (a trial is ~20 commits); in the default rollback
-    journal each commit is an fsync and blocks readers. WAL makes a commit an append, lets
-    the dashboard read while the driver writes, and stays durable across a process crash
-    (only an OS crash may lose the last commits).
-    """
-    global _WAL_LISTENING
-    if _WAL_LISTENING:
-        return
-    import sqlite3
-
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _pragmas(dbapi_conn, _record) -> None:
-        if isinstance(dbapi_conn, sqlite3.Connection):
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-    _WAL_LISTENING = True
 
 
 def describe(url: str) -> str:

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from service.records import finite, sign
+from service.store.optuna_adapter import study_id_of
 from service.store.trial_rows import read_trials
 
 __all__ = ["ArmData", "StudyData", "best_tune_of", "complete_tune", "devices",
@@ -113,9 +114,10 @@ def load_study_data(storage: Any, name: str) -> StudyData | None:
         if study.user_attrs.get("spec_name", study.study_name) != name:
             continue
         spec = study.user_attrs.get("spec", {})
-        arms.append((study._study_id, ArmData(
+        study_id = study_id_of(study)
+        arms.append((study_id, ArmData(
             study.user_attrs.get("arm") or "", study.user_attrs.get("arm_values") or {},
-            study.study_name, read_trials(storage, study._study_id))))
+            study.study_name, read_trials(storage, study_id))))
     if spec is None:
         return None
     return StudyData(name, spec, [arm for _, arm in sorted(arms, key=lambda a: a[0])])

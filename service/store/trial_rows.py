@@ -10,7 +10,7 @@ distribution once.
 
 It reads Optuna's table layout (`optuna.storages._rdb.models`), which is versioned by
 Optuna's migrations and pinned with the optuna version in pyproject.toml;
-`tests/service_tests/test_trial_rows.py` compares it with `Study.get_trials` on every
+`tests/store_tests/test_trial_rows.py` compares it with `Study.get_trials` on every
 kind of trial. Any storage that is not an RDB storage goes through Optuna's own API.
 """
 
@@ -23,10 +23,11 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, json_to_distribution
-from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial
 from sqlalchemy import select
+
+from service.store.optuna_adapter import rdb_backend
 
 __all__ = ["read_trials"]
 
@@ -41,8 +42,8 @@ def _local(utc: datetime.datetime | None) -> datetime.datetime | None:
 def read_trials(storage: optuna.storages.BaseStorage, study_id: int) -> list[FrozenTrial]:
     """Every trial of study `study_id`, sorted by number, as `get_all_trials(deepcopy=False)`
     returns them (treat them as read-only)."""
-    backend = getattr(storage, "_backend", storage)  # under optuna's _CachedStorage
-    if not isinstance(backend, RDBStorage):
+    backend = rdb_backend(storage)
+    if backend is None:
         return storage.get_all_trials(study_id, deepcopy=False)
     T = models.TrialModel.__table__
     P = models.TrialParamModel.__table__
