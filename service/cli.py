@@ -70,7 +70,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="folder of the reports")] = Path("reports"),
 ) -> None:
     """Run a study in-process on Ray, record it in the Optuna storage, write its report."""
-    from service.run.runner import StudyConflict, run_study
+    from service.run.runner import StudyConflict, StudyFailed, Unschedulable, run_study
     from service.store.status import study_statuses
 
     try:
@@ -86,9 +86,12 @@ def run(
     try:
         result = run_study(spec, url, ray_address=ray_address, show_progress=progress,
                            data_root=data_root, console=console)
-    except StudyConflict as err:
-        console.print(f"[red]{err}[/red]")
+    except (StudyConflict, Unschedulable) as err:
+        console.print(f"[red]{escape(str(err))}[/red]")
         raise typer.Exit(2) from None
+    except StudyFailed as err:  # every trial failed: nothing measured, no report to write
+        console.print(f"[red]study {escape(spec.name)} failed: {escape(str(err))}[/red]")
+        raise typer.Exit(1) from None
     if result.started == 0:
         console.print("nothing to run: every trial of this study is already recorded")
     console.print(_status_table(study_statuses(url, spec.name)))
@@ -109,6 +112,12 @@ UrlOpt = Annotated[str | None, typer.Option(
     "$LIANDAN_TOKEN or ./.liandan-token")]
 
 
+def _table_console() -> Console:
+    """The console for tables: on a terminal, its width; piped (to grep, a file, a program),
+    one row per line, never wrapped at rich's 80-column default for non-terminals."""
+    return console if console.is_terminal else Console(width=100_000)
+
+
 @app.command()
 def status(
     study: Annotated[str | None, typer.Argument(help="study name (default: all)")] = None,
@@ -126,7 +135,7 @@ def status(
     if not statuses:
         console.print(f"no study {study!r}" if study else "no studies yet")
         raise typer.Exit(1 if study else 0)
-    console.print(_status_table(statuses))
+    _table_console().print(_status_table(statuses))
 
 
 @app.command()
@@ -139,29 +148,43 @@ def dashboard(
     = Path("reports"),
     parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Serve optuna-dashboard on the same storage (off loopback only with $LIANDAN_TOKEN,
-    which every request must then carry)."""
-    import os
-
-    from service.server.api.settings import is_loopback
+    """Serve optuna-dashboard on the same storage. Changes made in it (rename, delete,
+    notes) need the service token ($LIANDAN_TOKEN, else ./.liandan-token, written if
+    missing): open /?token=TOKEN once. Off loopback every request needs it."""
     from service.server.dashboard import serve_dashboard
+    from service.server.token import ensure_token
 
     if parent_pid is not None:  # started by `liandan serve`: go when it goes
         from service.server.process import die_with_parent
 
         die_with_parent()
-    token = os.environ.get("LIANDAN_TOKEN") or None
-    if not is_loopback(host) and token is None:
-        console.print(f"[red]refusing to serve the dashboard on {escape(host)} (not loopback) "
-                      "without LIANDAN_TOKEN[/red]")
-        raise typer.Exit(2)
-    url = _storage(storage)
-    console.print(f"optuna-dashboard for {describe(url)} at http://{host}:{port}/"
-                  + ("" if is_loopback(host) else " (token required: open /?token=...)"))
+    settings = ensure_token(_settings(host=host, dashboard_port=port, storage=storage))
+    url = settings.storage
+    console.print(f"optuna-dashboard for {describe(url)} at http://{escape(host)}:{port}/ "
+                  + ("(changes need the token: open /?token=... once)" if settings.loopback
+                     else "(token required: open /?token=... once)"))
     try:
-        serve_dashboard(host, port, url, reports_dir, None if is_loopback(host) else token)
+        serve_dashboard(host, port, url, reports_dir, settings.token_value() or "",
+                        reads_open=settings.loopback, hosts=settings.served_hosts())
     except KeyboardInterrupt:
         pass
+
+
+def _settings(**given):
+    """The service's Settings (LIANDAN_* variables, these options on top); exit 2 naming
+    what is refused."""
+    from pydantic import ValidationError
+
+    from service.server.api.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as err:
+        for e in err.errors():
+            where = ".".join(map(str, e["loc"]))
+            console.print(f"[red]{escape(where + ': ' if where else '')}"
+                          f"{escape(str(e.get('ctx', {}).get('error') or e['msg']))}[/red]")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -178,28 +201,25 @@ def serve(
     ray_address: RayAddressOpt = None,
     reports_dir: Annotated[Path | None, typer.Option(
         "--reports-dir", help="where finished studies' reports go [default: reports]")] = None,
+    allow_objective: Annotated[list[str] | None, typer.Option(
+        "--allow-objective", metavar="MODULE",
+        help="a module whose functions specs may name as objective (repeatable; pkg.* for a "
+        "package, pkg.module:function for one function); replaces $LIANDAN_ALLOW_OBJECTIVES. "
+        "Built-ins are always allowed")] = None,
 ) -> None:
     """The service: HTTP API, workers running queued studies on Ray, optuna-dashboard.
 
     Off loopback it refuses to start without $LIANDAN_TOKEN; on loopback without one it
-    writes a random token to ./.liandan-token (mutating requests always need the token)."""
-    from pydantic import ValidationError
-
-    from service.server.api.settings import Settings
+    writes a random token to ./.liandan-token (mutating requests always need the token).
+    Specs may name the built-in objectives and the functions of --allow-objective modules:
+    an objective is code that runs with the workers' rights."""
     from service.server.serve import serve as run_service
 
-    given = {"host": host, "port": port, "dashboard_port": dashboard_port, "storage": storage,
-             "workers": workers, "ray_address": ray_address, "reports_dir": reports_dir,
-             "dashboard": False if no_dashboard else None}
-    try:
-        settings = Settings(**{k: v for k, v in given.items() if v is not None})
-    except ValidationError as err:
-        for e in err.errors():
-            where = ".".join(map(str, e["loc"]))
-            console.print(f"[red]{escape(where + ': ' if where else '')}"
-                          f"{escape(str(e.get('ctx', {}).get('error') or e['msg']))}[/red]")
-        raise typer.Exit(2) from None
-    run_service(settings)
+    run_service(_settings(
+        host=host, port=port, dashboard_port=dashboard_port, storage=storage, workers=workers,
+        ray_address=ray_address, reports_dir=reports_dir,
+        dashboard=False if no_dashboard else None,
+        allow_objectives=tuple(allow_objective) if allow_objective else None))
 
 
 def _client(url: str | None):
@@ -250,14 +270,15 @@ def _api_status(url: str, study: str | None) -> None:
             f"{c['complete']}/{c['pruned']}/{c['fail']} · {c['running']}",
             f"{progress['finished']}/{progress['total']}" if progress else "",
             _fmt(row["best_value"]), row["updated"][:19])
-    console.print(table)
+    out = _table_console()
+    out.print(table)
     if study:
         row = rows[0]
         if row.get("best_trial"):
-            console.print(f"best trial: {row['best_trial']}", markup=False)
+            out.print(f"best trial: {row['best_trial']}", markup=False)
         if row.get("error"):
-            console.print(f"[yellow]{escape(row['error'])}[/yellow]")
-        console.print(f"dashboard: {row['dashboard_url']}  report: {row['report_url']}")
+            out.print(f"[yellow]{escape(row['error'])}[/yellow]")
+        out.print(f"dashboard: {row['dashboard_url']}  report: {row['report_url']}")
 
 
 @app.command()
@@ -286,6 +307,18 @@ def cancel(
     row = _api(lambda: _client(url).cancel(study))
     pending = " (stopping its trials)" if row["state"] == "running" else ""
     console.print(f"study [bold]{escape(row['name'])}[/bold]: {row['state']}{pending}")
+
+
+@app.command()
+def resume(
+    study: Annotated[str, typer.Argument(help="study name")],
+    url: UrlOpt = None,
+) -> None:
+    """Queue a cancelled or failed study in the service again: finished trials are kept,
+    the rest of its budget runs."""
+    row = _api(lambda: _client(url).resume(study))
+    console.print(f"study [bold]{escape(row['name'])}[/bold]: {row['state']} "
+                  f"({row['progress']['finished']}/{row['progress']['total']} trials done)")
 
 
 OutOpt = Annotated[Path, typer.Option("--out", help="folder of the reports")]

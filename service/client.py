@@ -64,5 +64,8 @@ class ApiClient:
     def cancel(self, name: str) -> dict[str, Any]:
         return self._call("POST", f"/studies/{urllib.parse.quote(name, safe='')}/cancel")
 
+    def resume(self, name: str) -> dict[str, Any]:
+        return self._call("POST", f"/studies/{urllib.parse.quote(name, safe='')}/resume")
+
     def report(self, name: str) -> str:
         return self._call("GET", f"/studies/{urllib.parse.quote(name, safe='')}/report")

@@ -162,7 +162,10 @@ class Resources(BaseModel):
 
 
 _SEMANTICS_CHECKED = "semantics_checked"  # validation context key set by validate_spec
-_NAME = "[a-z0-9][a-z0-9_-]{0,63}"  # safe as a file name, a URL segment and an Optuna study
+# A study's name, safe as a file name, a URL segment and an Optuna study; the one definition
+# (the API's path parameter and the report's file names import it).
+NAME = "[a-z0-9][a-z0-9_-]{0,63}"
+NAME_PATTERN = f"^{NAME}$"  # anchored, for pydantic and FastAPI
 
 
 class StudySpec(BaseModel):
@@ -175,7 +178,7 @@ class StudySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=f"^{_NAME}$", description="1-64 of a-z 0-9 _ -, not first _ or -")
+    name: str = Field(pattern=NAME_PATTERN, description="1-64 of a-z 0-9 _ -, not first _ or -")
     objective: str = Field(min_length=1, description="a built-in name or package.module:function")
     rules: list[str] = Field(default_factory=list, description="a list of rule IDs R1 to R14")
     metric: str = Field("val_accuracy", min_length=1, description="a metric the objective yields")
@@ -532,11 +535,16 @@ def _ordered(problems: list[SpecProblem]) -> list[SpecProblem]:
                   key=lambda p: order.get(section.match(p.path).group(), len(order)))
 
 
-def validate_spec(data: Any, check_objective: bool = True) -> StudySpec:
+ObjectiveCheck = Callable[[str], list[SpecProblem]]
+
+
+def validate_spec(data: Any, check_objective: bool | ObjectiveCheck = True) -> StudySpec:
     """The StudySpec of a parsed spec, or SpecError naming every problem in it.
 
-    `check_objective=False` skips importing the objective (for callers that have no
-    access to the user's code, and for tests).
+    `check_objective=True` imports the objective (`liandan run`: any import path);
+    `False` skips it (for callers that have no access to the user's code, and for tests);
+    a function checks it instead of importing (the service's allow-list,
+    service/server/allowed.py), its problems named with the others.
     """
     if not isinstance(data, dict):
         raise SpecError([SpecProblem("<root>", data, "a mapping with keys name, objective, ...",
@@ -548,8 +556,12 @@ def validate_spec(data: Any, check_objective: bool = True) -> StudySpec:
     except ValidationError as exc:
         problems += [_problem_from_pydantic(error) for error in exc.errors()]
     problems += _semantic_problems(data)  # after pydantic's, which win where both speak
-    if check_objective:
-        problems += _objective_problems(data.get("objective"))
+    objective = data.get("objective")
+    if callable(check_objective):
+        if isinstance(objective, str) and objective:  # else pydantic reports it
+            problems += check_objective(objective)
+    elif check_objective:
+        problems += _objective_problems(objective)
     if problems or spec is None:
         raise SpecError(_ordered(problems))
     return spec

@@ -25,7 +25,11 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["QUEUE_TABLE", "STATES", "QueueEntry", "StudyExists", "StudyQueue", "make_engine"]
+from service.store.engine import make_engine  # one engine/WAL setup; exported here as before
+from service.store.optuna_adapter import name_in_storage
+
+__all__ = ["CLUSTER_TABLE", "QUEUE_TABLE", "RESUMABLE", "STATES", "QueueEntry", "StudyExists",
+           "StudyQueue", "make_engine"]
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 STATES: tuple[State, ...] = ("queued", "running", "done", "failed", "cancelled")
@@ -47,6 +51,16 @@ QUEUE_TABLE = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
 )
 Q = QUEUE_TABLE.c
+# What the service's Ray cluster can hold, as last seen by whoever is attached to it (the
+# serve process that started a local head, or a worker on --ray-address): the API reads it
+# to refuse a trial no node can hold, without joining Ray itself.
+CLUSTER_TABLE = sa.Table(
+    "liandan_cluster", metadata,
+    sa.Column("ray_address", sa.String(255), primary_key=True),
+    sa.Column("nodes", sa.Text, nullable=False),  # JSON: [{"cpu": 2.0, "gpu": 0.0}, ...]
+    sa.Column("updated", sa.DateTime, nullable=False),
+)
+RESUMABLE = ("cancelled", "failed")
 
 
 class StudyExists(ValueError):
@@ -82,26 +96,6 @@ def _aware(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(tzinfo=UTC)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine on the storage's database, set up for many short concurrent statements."""
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 60}, pool_size=8,
-                                  max_overflow=16, pool_pre_ping=True)
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # WAL: status reads never wait behind a trial being written, and a kill -9
-            # mid-write leaves the file consistent. The mode is stored in the file, so the
-            # Optuna storage's own connections use it too.
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        return engine
-    return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
-
-
 class StudyQueue:
     """The queue's operations; every one is a short transaction of its own."""
 
@@ -123,12 +117,7 @@ class StudyQueue:
         """True when `name` is queued, ran, or names a study (or arm) in the Optuna storage."""
         if conn.execute(sa.select(Q.name).where(Q.name == name)).first():
             return True
-        in_storage = sa.text(
-            "SELECT 1 FROM studies s WHERE s.study_name = :name UNION ALL "
-            "SELECT 1 FROM study_user_attributes a WHERE a.key = 'spec_name' "
-            "AND a.value_json = :json LIMIT 1")
-        return conn.execute(in_storage, {"name": name, "json": json.dumps(name)}).first() \
-            is not None
+        return name_in_storage(conn, name)
 
     def submit(self, name: str, spec: dict[str, Any], total_trials: int) -> QueueEntry:
         """Queue a validated spec; StudyExists when the name is taken anywhere."""
@@ -178,6 +167,43 @@ class StudyQueue:
             conn.execute(QUEUE_TABLE.update().where(Q.name == name, Q.state == "running")
                          .values(cancel_requested=True, updated=now))
         return self.get(name)
+
+    # -- resuming --------------------------------------------------------------------
+    def resume(self, name: str) -> tuple[QueueEntry | None, bool]:
+        """A cancelled or failed study back to `queued`: its next run keeps the finished
+        trials and runs what is left of the budget. Other states are left as they are.
+        Returns the row (None: no such study) and whether it was resumed."""
+        with self.engine.begin() as conn:
+            resumed = conn.execute(
+                QUEUE_TABLE.update().where(Q.name == name, Q.state.in_(RESUMABLE))
+                .values(state="queued", cancel_requested=False, error=None, worker_id=None,
+                        heartbeat=None, updated=_now())).rowcount == 1
+        return self.get(name), resumed
+
+    # -- the cluster -----------------------------------------------------------------
+    def record_cluster(self, ray_address: str, nodes: list[dict[str, Any]]) -> None:
+        """Note the live nodes of the Ray cluster at `ray_address` (`ray.nodes()` entries)."""
+        values = {"nodes": json.dumps(nodes), "updated": _now()}
+        row = CLUSTER_TABLE.c.ray_address == ray_address
+        for _ in range(3):  # an insert may lose a race to another recorder: update then
+            try:
+                with self.engine.begin() as conn:
+                    if not conn.execute(CLUSTER_TABLE.update().where(row)
+                                        .values(**values)).rowcount:
+                        conn.execute(CLUSTER_TABLE.insert().values(ray_address=ray_address,
+                                                                   **values))
+                return
+            except sa.exc.IntegrityError:
+                continue
+
+    def cluster(self, ray_address: str | None) -> list[dict[str, Any]] | None:
+        """The nodes last recorded for `ray_address`; None when nobody has recorded them."""
+        if not ray_address:
+            return None
+        with self.engine.connect() as conn:
+            nodes = conn.execute(sa.select(CLUSTER_TABLE.c.nodes).where(
+                CLUSTER_TABLE.c.ray_address == ray_address)).scalar()
+        return None if nodes is None else json.loads(nodes)
 
     # -- working ---------------------------------------------------------------------
     def claim(self, worker_id: str) -> QueueEntry | None:

@@ -1,6 +1,6 @@
 """`liandan serve`: one command, every process of the service.
 
-    liandan serve ─┬─ Ray head (ray.init here), unless --ray-address names a cluster
+    liandan serve ─┬─ Ray head (ray.init here, on 127.0.0.1), unless --ray-address names one
                    ├─ uvicorn: the API (this process's main thread)
                    ├─ N × `python -m service.server.worker`  (processes: Tune wants a main thread)
                    ├─ `liandan dashboard`: optuna-dashboard on the same storage
@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from service.server.api.settings import Settings
+from service.server.cluster import record_cluster
 from service.server.queue import StudyQueue
 from service.server.token import ensure_token
 
@@ -33,13 +34,22 @@ STOP_GRACE_S = 30.0
 
 
 def start_ray_head() -> str:
-    """Start a local Ray head in this process; workers attach to its address."""
+    """Start a local Ray head in this process, listening on 127.0.0.1 only; workers attach
+    to its address."""
+    if "ray" in sys.modules:
+        raise RuntimeError("start_ray_head must run before anything imports ray")
+    # Only this machine's workers use this head, so nothing of it should listen beyond
+    # loopback. Ray turns a node address of 127.0.0.1 into the machine's routable one unless
+    # its single-machine mode is on; in that mode every server (GCS, raylet, object manager,
+    # workers) binds 127.0.0.1. Read when ray is imported; inherited by the workers, which
+    # must then also see the node as 127.0.0.1 to find its raylet.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     # "local": a new head, always. With no address, ray.init joins the newest Ray instance it
     # finds on the machine, which may be anyone's (and go away under us).
     ray.init(address="local", include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+             configure_logging=False, _node_ip_address="127.0.0.1")
     return ray.get_runtime_context().gcs_address
 
 
@@ -70,8 +80,14 @@ class Supervisor(threading.Thread):
         super().__init__(name="liandan-supervisor", daemon=True)
         self.settings, self.queue, self.every_s = settings, queue, every_s
         self.stopping = threading.Event()
-        env = {k: v for k, v in os.environ.items() if k != "LIANDAN_TOKEN"}
+        # The children read their settings from the environment (`Settings()`): the ones
+        # that concern them are set from this serve's; the token and the API's address are
+        # not theirs (a worker serves nothing; the dashboard gets the token below).
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("LIANDAN_TOKEN", "LIANDAN_HOST", "LIANDAN_PORT")}
         env["LIANDAN_STORAGE"] = settings.storage
+        env["LIANDAN_ALLOW_OBJECTIVES"] = ",".join(settings.allow_objectives)
+        env["LIANDAN_ALLOWED_HOSTS"] = ",".join(settings.allowed_hosts)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
         reports = str(settings.reports_dir.resolve())
         me = str(os.getpid())
@@ -84,9 +100,8 @@ class Supervisor(threading.Thread):
                 *(["--ray-address", ray_address] if ray_address else [])], env, worker_id)
             for i, worker_id in enumerate(ids)]
         if settings.dashboard:
-            dash_env = dict(env)
-            if not settings.loopback:  # the dashboard gates itself with the same token
-                dash_env["LIANDAN_TOKEN"] = settings.token_value() or ""
+            # The dashboard gates changes (and off loopback every request) with the token.
+            dash_env = {**env, "LIANDAN_TOKEN": settings.token_value() or ""}
             self.children.append(Child("dashboard", [
                 sys.executable, "-m", "service.cli", "dashboard", "--host", settings.host,
                 "--port", str(settings.dashboard_port), "--reports-dir", reports,
@@ -163,6 +178,7 @@ def serve(settings: Settings) -> None:
     ray_address, started_ray = settings.ray_address, False
     if settings.workers and ray_address is None:
         ray_address, started_ray = start_ray_head(), True
+        record_cluster(queue, ray_address)  # known at once: submissions are checked against it
         if names := queue.requeue_running():
             log.warning("requeued (left running by the last serve): %s", ", ".join(names))
     supervisor = Supervisor(settings, queue, ray_address)
@@ -172,8 +188,8 @@ def serve(settings: Settings) -> None:
              f" · dashboard http://{settings.host}:{settings.dashboard_port}/"
              if settings.dashboard else "")
     server = uvicorn.Server(uvicorn.Config(
-        create_app(settings, queue), host=settings.host, port=settings.port, log_level="warning",
-        access_log=False, server_header=False, timeout_graceful_shutdown=5))
+        create_app(settings, queue, ray_address), host=settings.host, port=settings.port,
+        log_level="warning", access_log=False, server_header=False, timeout_graceful_shutdown=5))
     # Everything imported so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise stall every request for 50-100 ms a few times a minute.
     gc.collect()

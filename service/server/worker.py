@@ -9,8 +9,9 @@ A thread beats the row's heartbeat every few seconds. If the worker dies, the ro
 and `liandan serve` puts it back in the queue; the next run resumes it. SIGINT stops the run
 within about a second (its unfinished trials FAIL `cancelled`, to be re-run) and hands the
 study back to the queue. (SIGTERM does the same only until the first study: joining Ray
-installs Ray's own SIGTERM handler, which ends the process at once.) The storage URL comes
-from LIANDAN_STORAGE, so a password never shows in the process list.
+installs Ray's own SIGTERM handler, which ends the process at once.) The storage URL and the
+allowed objective modules come from the environment (LIANDAN_STORAGE,
+LIANDAN_ALLOW_OBJECTIVES: `Settings`), so a password never shows in the process list.
 
     python -m service.server.worker --ray-address 127.0.0.1:6379     # what `liandan serve` starts
 """
@@ -29,9 +30,11 @@ import traceback
 import uuid
 from pathlib import Path
 
+from service.server.allowed import check_runnable
+from service.server.api.settings import Settings
+from service.server.cluster import record_cluster
 from service.server.process import die_with_parent
 from service.server.queue import QueueEntry, StudyQueue
-from service.store.storage import default_storage_url
 
 log = logging.getLogger("liandan.worker")
 
@@ -67,14 +70,33 @@ class Heartbeat(threading.Thread):
 class Worker:
     def __init__(self, queue: StudyQueue, worker_id: str, ray_address: str | None,
                  reports_dir: Path, heartbeat_s: float = 5.0, poll_s: float = 1.0,
-                 parent_pid: int | None = None):
+                 parent_pid: int | None = None, allow_objectives: tuple[str, ...] = ()):
         self.queue, self.worker_id, self.ray_address = queue, worker_id, ray_address
         self.reports_dir, self.heartbeat_s, self.poll_s = reports_dir, heartbeat_s, poll_s
         self.parent_pid = parent_pid
+        self.allow_objectives = allow_objectives
         self.stopping = threading.Event()
+        self.attached = False
+
+    def attach_ray(self) -> None:
+        """Join the service's Ray (--ray-address) once, and note its nodes for the API's
+        submission check. Studies then run on this connection; a failure is retried before
+        the next study (run_study would join on its own anyway)."""
+        if self.attached or not self.ray_address:
+            return
+        try:
+            from service.run.runner import ensure_ray
+
+            ensure_ray(self.ray_address)
+        except Exception:  # noqa: BLE001 - a cluster not up yet: the study run retries it
+            log.exception("could not join Ray at %s", self.ray_address)
+            return
+        self.attached = True
+        record_cluster(self.queue, self.ray_address)
 
     def run_forever(self) -> None:
         log.info("worker %s ready (ray %s)", self.worker_id, self.ray_address or "local")
+        self.attach_ray()
         while not self.stopping.is_set():
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 return
@@ -90,7 +112,8 @@ class Worker:
 
     def run_one(self, entry: QueueEntry) -> str:
         """Run one claimed study to its end; returns the state it was left in."""
-        from service.run.runner import run_study
+        from objectives import ObjectiveNotFound
+        from service.run.runner import StudyFailed, Unschedulable, run_study
         from service.spec import validate_spec
 
         name = entry.name
@@ -103,9 +126,24 @@ class Worker:
                     or self.queue.cancel_requested(name))
 
         try:
-            spec = validate_spec(entry.spec)
+            # The API checked the objective by name; here it is imported (this process runs
+            # it anyway) and checked again: a row written by an older service, or straight
+            # into the database, must not run a module the operator did not allow.
+            spec = validate_spec(entry.spec, check_objective=False)
+            check_runnable(spec.objective, self.allow_objectives)
+            self.attach_ray()
+            if self.attached:
+                record_cluster(self.queue, self.ray_address)  # nodes may have come or gone
             result = run_study(spec, self.queue.url, ray_address=self.ray_address,
                                show_progress=False, should_stop=should_stop)
+        except (PermissionError, ObjectiveNotFound) as exc:  # its objective may not run here
+            beat.stop()
+            log.error("study %s refused: %s", name, exc)
+            return self._finish(name, beat, "failed", f"objective refused: {exc}")
+        except (StudyFailed, Unschedulable) as exc:  # the study's own failure, told plainly
+            beat.stop()
+            log.error("study %s failed: %s", name, exc)
+            return self._finish(name, beat, "failed", str(exc))
         except Exception:  # noqa: BLE001 - any error of the run is the study's, not ours
             beat.stop()
             error = traceback.format_exc()
@@ -164,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     # if it had finished; ours stops it as a shutdown, so the study is handed back.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     worker_id = args.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    worker = Worker(StudyQueue(default_storage_url()), worker_id, args.ray_address,
-                    Path(args.reports_dir), args.heartbeat_s, parent_pid=args.parent_pid)
+    settings = Settings()  # LIANDAN_STORAGE, LIANDAN_ALLOW_OBJECTIVES (set by liandan serve)
+    worker = Worker(StudyQueue(settings.storage), worker_id, args.ray_address,
+                    Path(args.reports_dir), args.heartbeat_s, parent_pid=args.parent_pid,
+                    allow_objectives=settings.allow_objectives)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("worker %s: %s, stopping", worker_id, signal.Signals(signum).name)

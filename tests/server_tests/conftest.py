@@ -66,8 +66,10 @@ class Service:
     """One `liandan serve` subprocess."""
 
     def __init__(self, cwd: Path, storage: str, workers: int = 1, dashboard: bool = True,
-                 host: str = "127.0.0.1", token: str | None = TOKEN):
+                 host: str = "127.0.0.1", token: str | None = TOKEN,
+                 allow: tuple[str, ...] = ("toy_objectives",), env: dict[str, str] | None = None):
         self.cwd, self.storage, self.workers, self.host = cwd, storage, workers, host
+        self.allow, self.env = allow, env or {}
         self.port, self.dashboard_port = free_port(), free_port()
         self.dashboard, self.token = dashboard, token
         self.url = f"http://127.0.0.1:{self.port}"
@@ -80,12 +82,14 @@ class Service:
         return [sys.executable, "-m", "service.cli", "serve", "--host", self.host,
                 "--port", str(self.port), "--dashboard-port", str(self.dashboard_port),
                 "--storage", self.storage, "--workers", str(self.workers),
-                *([] if self.dashboard else ["--no-dashboard"])]
+                *([] if self.dashboard else ["--no-dashboard"]),
+                *[arg for module in self.allow for arg in ("--allow-objective", module)]]
 
     def start(self, timeout: float = 120) -> Service:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIANDAN_")}
         if self.token:
             env["LIANDAN_TOKEN"] = self.token
+        env.update(self.env)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.argv(), cwd=self.cwd, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -172,7 +176,8 @@ class Service:
 def api_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The API with no workers and no Ray: submissions stay queued, nothing runs."""
     cwd = tmp_path_factory.mktemp("api-only")
-    service = Service(cwd, f"sqlite:///{cwd / 'studies.db'}", workers=0, dashboard=False)
+    service = Service(cwd, f"sqlite:///{cwd / 'studies.db'}", workers=0, dashboard=False,
+                      allow=("toy_objectives", "sneaky_objectives"))
     yield service.start()
     service.stop()
 

@@ -14,14 +14,14 @@ import pytest
 from tests.server_tests.conftest import AUTH, TOKEN, Service, free_port
 
 
-def serve_exit(tmp_path, token: str | None) -> subprocess.CompletedProcess:
+def serve_exit(tmp_path, token: str | None, *extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIANDAN_")}
     if token is not None:
         env["LIANDAN_TOKEN"] = token
     return subprocess.run(
         [sys.executable, "-m", "service.cli", "serve", "--host", "0.0.0.0", "--port",
-         str(free_port()), "--workers", "0", "--storage", f"sqlite:///{tmp_path / 'x.db'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+         str(free_port()), "--workers", "0", "--storage", f"sqlite:///{tmp_path / 'x.db'}",
+         *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_refuses_to_start_off_loopback_without_a_good_token(tmp_path):
@@ -32,10 +32,19 @@ def test_refuses_to_start_off_loopback_without_a_good_token(tmp_path):
     assert not (tmp_path / "x.db").exists()  # refused before touching anything
 
 
+def test_refuses_to_allow_every_module(tmp_path):
+    r = serve_exit(tmp_path, TOKEN, "--allow-objective", "toy_objectives",
+                   "--allow-objective", "*")
+    said = " ".join(r.stdout.split())  # unwrapped
+    assert r.returncode == 2 and "'*' is not a module name" in said, r.stdout + r.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
 @pytest.fixture(scope="module")
 def exposed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     cwd = tmp_path_factory.mktemp("exposed")
-    service = Service(cwd, f"sqlite:///{cwd / 'studies.db'}", workers=0, host="0.0.0.0")
+    service = Service(cwd, f"sqlite:///{cwd / 'studies.db'}", workers=0, host="0.0.0.0",
+                      env={"LIANDAN_ALLOWED_HOSTS": "tune.example.com"})
     yield service.start()
     service.stop()
 
@@ -67,3 +76,16 @@ def test_the_dashboard_needs_the_token_too(exposed: Service):
     with httpx.Client(base_url=dash) as browser:
         browser.cookies.set("liandan_dashboard", cookie.split(";")[0].split("=", 1)[1])
         assert browser.get("/api/studies").status_code == 200
+
+
+def test_a_proxy_name_is_served_when_allowed_any_other_host_is_not(exposed: Service):
+    for host in ("tune.example.com", "TUNE.example.com:443", "127.0.0.1"):
+        r = httpx.get(f"{exposed.url}/healthz", headers={**AUTH, "Host": host})
+        assert r.status_code == 200, host
+    for host in ("attacker.example", "tune.example.com.attacker.example"):
+        assert httpx.get(f"{exposed.url}/healthz",
+                         headers={**AUTH, "Host": host}).status_code == 400
+        assert httpx.get(f"{exposed.dashboard_url}/api/studies",
+                         headers={**AUTH, "Host": host}).status_code == 400
+    assert httpx.get(f"{exposed.dashboard_url}/api/studies",
+                     headers={**AUTH, "Host": "tune.example.com"}).status_code == 200

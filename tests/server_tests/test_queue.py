@@ -80,3 +80,35 @@ def test_cancel_queued_at_once_running_on_request_and_dead_worker_cancelled(queu
     assert queue.get("r").state == "cancelled"
     assert queue.claim("w2") is None
     assert queue.request_cancel("nothing") is None
+
+
+def test_resume_requeues_only_cancelled_and_failed(queue: StudyQueue):
+    queue.submit("c", spec("c"), 1)
+    queue.request_cancel("c")
+    entry, resumed = queue.resume("c")
+    assert resumed and entry.state == "queued" and not entry.cancel_requested
+    assert queue.resume("c")[1] is False  # queued: left as it is
+    assert queue.claim("w1").name == "c"
+    assert queue.resume("c")[1] is False  # running
+    queue.finish("c", "w1", "failed", "boom")
+    entry, resumed = queue.resume("c")
+    assert resumed and entry.error is None and entry.worker_id is None
+    assert queue.resume("nothing") == (None, False)
+
+
+def test_the_cluster_record_is_kept_per_ray_address(queue: StudyQueue):
+    assert queue.cluster("127.0.0.1:6379") is None and queue.cluster(None) is None
+    nodes = [{"Alive": True, "Resources": {"CPU": 2.0, "GPU": 0.0}}]
+    queue.record_cluster("127.0.0.1:6379", nodes)
+    queue.record_cluster("127.0.0.1:6379", nodes * 2)  # a node joined: the record follows
+    assert queue.cluster("127.0.0.1:6379") == nodes * 2
+    assert queue.cluster("10.0.0.1:6379") is None
+
+
+def test_resume_and_cluster_record_on_postgresql(pg_url: str):
+    queue = StudyQueue(pg_url).setup()
+    try:
+        test_resume_requeues_only_cancelled_and_failed(queue)
+        test_the_cluster_record_is_kept_per_ray_address(queue)
+    finally:
+        queue.close()

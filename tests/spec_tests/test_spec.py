@@ -473,3 +473,27 @@ def test_validating_a_builtin_objective_leaves_torch_out_of_the_driver() -> None
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_an_objective_check_replaces_the_import_and_is_named_with_the_rest():
+    import sys
+
+    from service.spec import SpecError, SpecProblem, validate_spec
+
+    seen = []
+
+    def refuse(ref: str) -> list[SpecProblem]:
+        seen.append(ref)
+        return [SpecProblem("objective", ref, "allowed modules", "not allowed here")]
+
+    data = {"name": "x", "objective": "this:s", "budget": {"trials": 0}}
+    with pytest.raises(SpecError) as err:
+        validate_spec(data, check_objective=refuse)
+    assert {p.path for p in err.value.problems} == {"objective", "budget.trials"}
+    assert seen == ["this:s"] and "this" not in sys.modules
+    # Not a string: pydantic names it; the check is not asked about it.
+    for odd in (["a"], {"a": 1}, 3):
+        with pytest.raises(SpecError) as err:
+            validate_spec({**data, "objective": odd}, check_objective=refuse)
+        assert "objective" in {p.path for p in err.value.problems}
+    assert seen == ["this:s"]

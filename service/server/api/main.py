@@ -8,14 +8,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service.server.api.middleware import BodyLimit, TokenEverywhere
+from service.server.api.middleware import BodyLimit, HostCheck, TokenEverywhere
 from service.server.api.routes import health, studies
 from service.server.api.settings import Settings
 from service.server.queue import StudyQueue
 from service.spec import SpecProblem
 
 
-def create_app(settings: Settings | None = None, queue: StudyQueue | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, queue: StudyQueue | None = None,
+               ray_address: str | None = None) -> FastAPI:
+    """The API on `settings`; `ray_address`: the service's Ray (a local head `serve`
+    started), whose recorded nodes submissions are checked against."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -28,6 +31,7 @@ def create_app(settings: Settings | None = None, queue: StudyQueue | None = None
     app = FastAPI(title="liandan", version="0.1.0", lifespan=lifespan,
                   summary="Hyperparameter studies on Optuna + Ray Tune: submit, watch, read.")
     app.state.settings = settings
+    app.state.ray_address = ray_address or settings.ray_address
     app.state.status_cache = studies.StatusCache(settings.status_cache_s)
     app.include_router(health.router)
     app.include_router(studies.router)
@@ -45,4 +49,5 @@ def create_app(settings: Settings | None = None, queue: StudyQueue | None = None
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.reads_need_token:  # off loopback: every request, the schema included
         app.add_middleware(TokenEverywhere, settings=settings)
+    app.add_middleware(HostCheck, hosts=settings.served_hosts())  # added last: runs first
     return app

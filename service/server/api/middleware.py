@@ -1,5 +1,5 @@
-"""ASGI middleware that acts before any route: the body size limit and, off loopback, the
-token on every request (the OpenAPI document and /docs included)."""
+"""ASGI middleware that acts before any route: the Host check, the body size limit and, off
+loopback, the token on every request (the OpenAPI document and /docs included)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.server.api.settings import Settings
+from service.server.api.settings import Settings, host_of
 
 
 async def _send_json(send: Send, code: int, body: dict[str, Any],
@@ -53,4 +53,23 @@ class TokenEverywhere:
         if not token_matches(self.settings, given):
             return await _send_json(send, 401, {"detail": "missing or wrong Bearer token"},
                                     [(b"www-authenticate", b"Bearer")])
+        await self.app(scope, receive, send)
+
+
+class HostCheck:
+    """400 for a request whose Host is not a name this service is served at
+    (`Settings.served_hosts`). A web page the browser loaded from `attacker.example`, whose
+    DNS then points at 127.0.0.1 (DNS rebinding), reaches the API with `Host:
+    attacker.example`: same-origin to the browser, refused here."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]):
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_of(header) not in self.hosts:
+                return await _send_json(send, 400, {
+                    "detail": f"Host {header[:100]!r} is not served here; a proxy's name "
+                              "goes in LIANDAN_ALLOWED_HOSTS"})
         await self.app(scope, receive, send)

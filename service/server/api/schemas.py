@@ -83,6 +83,7 @@ class StudySummary(BaseModel):
     direction: Literal["maximize", "minimize"]
     counts: TrialCounts
     best_value: float | None
+    progress: Progress
     created: datetime
     updated: datetime
 
@@ -95,7 +96,6 @@ class StudiesPublic(BaseModel):
 class StudyPublic(StudySummary):
     """One study: its queue state, trial counts, best tuning trial and progress."""
 
-    progress: Progress
     best_trial: BestTrial | None
     cancel_requested: bool
     error: str | None = Field(description="why it failed, or a problem after it finished")

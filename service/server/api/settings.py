@@ -4,15 +4,25 @@ options on top. It refuses unsafe combinations instead of starting with them."""
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["MIN_TOKEN_CHARS", "Settings", "is_loopback"]
+__all__ = ["MIN_TOKEN_CHARS", "Settings", "host_of", "is_loopback"]
 
 MIN_TOKEN_CHARS = 16
 WEAK_TOKENS = frozenset({"changethis", "changeme", "secret", "token", "password"})
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+WILDCARDS = ("0.0.0.0", "::", "[::]", "")
+# An allowed objective module: `pkg.module` (that module), `pkg.*` (the package and every
+# module under it), or `pkg.module:function` (that one function).
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+ALLOW_ENTRY = re.compile(rf"{_IDENT}(\.{_IDENT})*(\.\*|:{_IDENT})?")
+HOST_NAME = re.compile(r"[A-Za-z0-9._-]{1,253}|\[?[0-9A-Fa-f:.]{2,45}\]?")
 
 
 def is_loopback(host: str) -> bool:
@@ -45,6 +55,41 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0)
     stale_after_s: float = Field(60.0, gt=0)  # a running study this quiet is requeued
     status_cache_s: float = Field(0.5, ge=0)  # how stale a status read may be
+    # LIANDAN_ALLOW_OBJECTIVES=a,b.*: the modules whose objectives this service runs, besides
+    # the built-ins. An objective is code that runs with the worker's rights.
+    allow_objectives: Annotated[tuple[str, ...], NoDecode] = ()
+    # LIANDAN_ALLOWED_HOSTS=liandan.example.com,...: Host headers accepted besides the address
+    # served (a reverse proxy's name). Any other Host is refused (DNS rebinding).
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # LIANDAN_MAX_TRIALS: the most trials one study may plan, arms x (trials + seeds).
+    max_trials: int = Field(10_000, ge=1, le=10_000_000)
+
+    @field_validator("allow_objectives", "allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: "a, b.*"
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allow_objectives")
+    @classmethod
+    def _module_names(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in entries:
+            if not ALLOW_ENTRY.fullmatch(entry):
+                # A bare `*` would let a spec run any importable code (subprocess, os, ...).
+                raise ValueError(f"LIANDAN_ALLOW_OBJECTIVES / --allow-objective: {entry!r} is "
+                                 "not a module name; use pkg.module, pkg.* or "
+                                 "pkg.module:function")
+        return entries
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        for host in hosts:
+            if not HOST_NAME.fullmatch(host):
+                raise ValueError(f"LIANDAN_ALLOWED_HOSTS: {host!r} is not a host name or "
+                                 "address (leave the port out)")
+        return tuple(h.lower().strip("[]") for h in hosts)
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
@@ -72,3 +117,39 @@ class Settings(BaseSettings):
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token else None
+
+    def served_hosts(self) -> frozenset[str]:
+        """The Host names a request may carry: the address served (every loopback name on
+        loopback; this machine's names and addresses on a wildcard) and LIANDAN_ALLOWED_HOSTS.
+        A page on another name that resolves here (DNS rebinding) is refused."""
+        host = self.host.lower().strip("[]")
+        names = {host, *self.allowed_hosts}
+        if self.loopback:
+            names.update(LOOPBACK_NAMES)
+        elif host in WILDCARDS:
+            names.update(LOOPBACK_NAMES)
+            names.update(_machine_names())
+        return frozenset(names)
+
+
+def _machine_names() -> set[str]:
+    """This machine's host names and interface addresses (for a wildcard bind)."""
+    import psutil
+
+    return {socket.gethostname().lower(), socket.getfqdn().lower(), *(
+        a.address.split("%")[0].lower() for addrs in psutil.net_if_addrs().values()
+        for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6))}
+
+
+def host_of(header: str | None) -> str | None:
+    """The host name of a Host header, lower case, without port or IPv6 brackets."""
+    if not header:
+        return None
+    header = header.strip().lower()
+    if header.startswith("["):  # [::1]:8000
+        end = header.find("]")
+        return header[1:end] if end > 0 else None
+    name, _, port = header.rpartition(":") if header.count(":") == 1 else (header, "", "")
+    if port and not port.isdigit():
+        return None
+    return name or None

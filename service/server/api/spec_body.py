@@ -1,30 +1,51 @@
 """A submitted spec, from the raw request body to a validated StudySpec.
 
-The same validation as `liandan run` (service/spec.py) with three guards for text that comes
-off the network: the body is bounded before it is read whole, YAML anchors and aliases are
-refused (an alias bomb expands kilobytes into gigabytes) and so is nesting deeper than any
-spec needs (PyYAML builds nested nodes recursively).
+The same validation as `liandan run` (service/spec.py) with guards for text that comes off
+the network: the body is bounded before it is read whole; YAML anchors and aliases are
+refused (an alias bomb expands kilobytes into gigabytes), and so are nesting deeper than any
+spec needs (PyYAML builds nested nodes recursively) and more nodes than any spec has, all
+in one pass over the parser's events (libyaml's, when PyYAML has it) before a single object
+is built: a megabyte of keys costs milliseconds to refuse, not the ~25 s of building and
+validating them. The objective is checked against the service's allow-list by name and
+never imported in this process (service/server/allowed.py).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 from fastapi import HTTPException, Request, status
 
-from objectives import BUILTINS
-from service.spec import SpecError, SpecProblem, StudySpec, read_yaml, validate_spec
+from service.spec import (
+    ObjectiveCheck,
+    SpecError,
+    SpecProblem,
+    StudySpec,
+    read_yaml,
+    validate_spec,
+)
 
-__all__ = ["JSON_TYPES", "MAX_DEPTH", "YAML_TYPES", "read_body", "spec_from_body"]
+__all__ = ["JSON_TYPES", "MAX_DEPTH", "MAX_NODES", "YAML_TYPES", "limit_problems", "read_body",
+           "spec_from_body"]
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json",)
 MAX_DEPTH = 16  # a spec nests 3 deep (nuisance.lr.low); 16 leaves room for user params
+# Every key, value and collection counts one. The largest committed spec has ~150; a grid
+# of a few hundred values per parameter fits many times over.
+MAX_NODES = 10_000
 _OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 _CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+_NODE = (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_EVENT_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the same events, ~10x faster
 _TOO_DEEP = object()
+_TOO_DEEP_PROBLEM = (f"at most {MAX_DEPTH} levels of nesting", "nested too deeply")
+_TOO_BIG_PROBLEM = (f"at most {MAX_NODES} keys and values in all",
+                    "far more keys and values than a study spec has")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -45,44 +66,46 @@ def _problem(path: str, value: Any, allowed: str, message: str) -> SpecError:
 
 
 def _check_yaml_events(text: str) -> None:
-    depth = 0
+    """Refuse anchors, aliases, deep nesting and too many nodes from the event stream alone."""
+    depth = nodes = 0
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=_EVENT_LOADER):
+            line = f"line {event.start_mark.line + 1}"
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                mark = event.start_mark
-                raise _problem("<yaml>", f"line {mark.line + 1}", "plain YAML: no anchors "
-                               "(&name) or aliases (*name)",
-                               "anchors and aliases are not accepted by the service")
+                raise _problem("<yaml>", line, "plain YAML: no anchors (&name) or aliases "
+                               "(*name)", "anchors and aliases are not accepted by the service")
+            if isinstance(event, _NODE):
+                nodes += 1
+                if nodes > MAX_NODES:
+                    raise _problem("<yaml>", line, *_TOO_BIG_PROBLEM)
             if isinstance(event, _OPEN):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise _problem("<yaml>", f"line {event.start_mark.line + 1}",
-                                   f"at most {MAX_DEPTH} levels of nesting", "nested too deeply")
+                    raise _problem("<yaml>", line, *_TOO_DEEP_PROBLEM)
             elif isinstance(event, _CLOSE):
                 depth -= 1
     except yaml.YAMLError:
-        return  # parse_spec names the syntax error with its line and column
+        return  # read_yaml names the syntax error with its line and column
 
 
-def _depth(value: Any) -> int:
-    deepest, todo = 0, [(value, 1)]
+def _check_json_shape(value: Any) -> None:
+    """The same depth and node limits on parsed JSON (json.loads is C: cheap to run first)."""
+    nodes, todo = 0, [(value, 1)]
     while todo:
         item, level = todo.pop()
+        nodes += 1 + (len(item) if isinstance(item, dict) else 0)  # a key is a node too
+        if nodes > MAX_NODES:
+            raise _problem("<json>", None, *_TOO_BIG_PROBLEM)
         if isinstance(item, dict | list):
-            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                raise _problem("<json>", None, *_TOO_DEEP_PROBLEM)
             todo += [(v, level + 1) for v in (item.values() if isinstance(item, dict) else item)]
-    return deepest
 
 
-def _validate(data: Any) -> StudySpec:
-    # A built-in objective is known without importing it (which would load torch into the
-    # API process); any other is imported here, exactly as `liandan run` would.
-    objective = data.get("objective") if isinstance(data, dict) else None
-    return validate_spec(data, check_objective=objective not in BUILTINS)
-
-
-def spec_from_body(body: bytes, content_type: str) -> StudySpec:
-    """The StudySpec in `body`; SpecError naming every problem; 415 for another media type."""
+def spec_from_body(body: bytes, content_type: str,
+                   check_objective: bool | ObjectiveCheck = True) -> StudySpec:
+    """The StudySpec in `body`; SpecError naming every problem; 415 for another media type.
+    `check_objective`: how the objective is checked (the service's allow-list)."""
     if content_type not in YAML_TYPES + JSON_TYPES:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                             "send the spec as " + ", ".join(YAML_TYPES + JSON_TYPES))
@@ -98,15 +121,38 @@ def spec_from_body(body: bytes, content_type: str) -> StudySpec:
             raise _problem("<json>", None, "valid JSON", f"line {exc.lineno}, column "
                            f"{exc.colno}: {exc.msg}") from None
         except RecursionError:
-            data = _TOO_DEEP
-        if data is _TOO_DEEP or _depth(data) > MAX_DEPTH:
-            raise _problem("<json>", None, f"at most {MAX_DEPTH} levels of nesting",
-                           "nested too deeply")
-        return _validate(data)
+            raise _problem("<json>", None, *_TOO_DEEP_PROBLEM) from None
+        _check_json_shape(data)
+        return validate_spec(data, check_objective)
     _check_yaml_events(text)
     try:
         data = read_yaml(text)
     except RecursionError:
-        raise _problem("<yaml>", None, f"at most {MAX_DEPTH} levels of nesting",
-                       "nested too deeply") from None
-    return _validate(data)
+        raise _problem("<yaml>", None, *_TOO_DEEP_PROBLEM) from None
+    return validate_spec(data, check_objective)
+
+
+def _arms(spec: StudySpec) -> int:
+    return math.prod(len(values) for values in spec.scientific.values())
+
+
+def limit_problems(spec: StudySpec, max_trials: int,
+                   nodes: Sequence[Mapping[str, Any]] | None) -> list[SpecProblem]:
+    """What this service cannot run although the spec is valid: more trials than the
+    operator allows (LIANDAN_MAX_TRIALS), or a trial no node of the cluster can hold
+    (`nodes`: as Ray's `ray.nodes()` describes them; None while the cluster is not known)."""
+    from service.run.capacity import unschedulable
+
+    problems = []
+    budget = spec.budget
+    total = _arms(spec) * (budget.trials + budget.seeds)
+    if total > max_trials:
+        problems.append(SpecProblem(
+            "budget", {"arms": _arms(spec), "trials": budget.trials, "seeds": budget.seeds},
+            f"at most {max_trials} trials in all, arms x (trials + seeds) (LIANDAN_MAX_TRIALS)",
+            f"the study plans {total} trials"))
+    need = spec.resources
+    if nodes is not None and (why := unschedulable(need.cpu, need.gpu, nodes)):
+        problems.append(SpecProblem("resources", {"cpu": need.cpu, "gpu": need.gpu},
+                                    "what one node of the cluster holds", why))
+    return problems

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from service.plan import make_plan
+from service.server.allowed import objective_check
 from service.server.api.deps import QueueDep, SettingsDep, TokenDep
 from service.server.api.schemas import (
     BestTrial,
@@ -27,19 +29,21 @@ from service.server.api.schemas import (
     TrialCounts,
 )
 from service.server.api.settings import Settings
-from service.server.api.spec_body import JSON_TYPES, read_body, spec_from_body
-from service.server.queue import QueueEntry, StudyExists, StudyQueue
-from service.spec import SpecError
+from service.server.api.spec_body import JSON_TYPES, limit_problems, read_body, spec_from_body
+from service.server.queue import RESUMABLE, QueueEntry, StudyExists, StudyQueue
+from service.spec import NAME_PATTERN, SpecError, StudySpec
 from service.store.status import TrialTally, best_trial, tally_trials
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
-NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"  # the spec's name rule (service/spec.py)
 StudyName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64,
                                 description="the spec's name")]
 NOT_FOUND = {404: {"model": ErrorPublic, "description": "no study of this name was submitted"}}
 UNAUTHORIZED = {401: {"model": ErrorPublic, "description": "missing or wrong Bearer token"}}
 INVALID = {422: {"model": SpecProblemsPublic, "description": "every problem of the request"}}
+PLOT_FILE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}\.png")  # what the reports write
+PlotFile = Annotated[str, Path(pattern=PLOT_FILE.pattern, max_length=132,
+                               description="a plot of the report, e.g. curves.png")]
 
 
 # ── links and read-out ────────────────────────────────────────────────────────────────────
@@ -61,12 +65,18 @@ def _counts(tally: TrialTally) -> TrialCounts:
                        running=c["RUNNING"], waiting=c["WAITING"], retried=tally.retried)
 
 
+def _progress(entry: QueueEntry, tally: TrialTally) -> Progress:
+    return Progress(finished=tally.finished, total=entry.total_trials,
+                    fraction=min(tally.finished / max(entry.total_trials, 1), 1.0))
+
+
 def _summary_fields(entry: QueueEntry, tally: TrialTally) -> dict[str, Any]:
     spec = entry.spec
     return {"name": entry.name, "state": entry.state, "objective": spec["objective"],
             "metric": spec["metric"], "direction": spec["direction"],
             "counts": _counts(tally), "best_value": tally.best_value,
-            "created": entry.created, "updated": entry.updated}
+            "progress": _progress(entry, tally), "created": entry.created,
+            "updated": entry.updated}
 
 
 def read_study(request: Request, settings: Settings, queue: StudyQueue,
@@ -79,11 +89,8 @@ def read_study(request: Request, settings: Settings, queue: StudyQueue,
     with queue.engine.connect() as conn:
         tally = tally_trials(conn, [name], {name: direction})[name]
         best = best_trial(conn, name, direction)
-    total = max(entry.total_trials, 1)
     return StudyPublic(
         **_summary_fields(entry, tally),
-        progress=Progress(finished=tally.finished, total=entry.total_trials,
-                          fraction=min(tally.finished / total, 1.0)),
         best_trial=BestTrial(**best) if best else None,
         cancel_requested=entry.cancel_requested, error=entry.error,
         dashboard_url=dashboard_url(request, settings, tally.study_id),
@@ -128,6 +135,15 @@ def _report_file(settings: Settings, name: str, suffix: str) -> FilePath:
     return path
 
 
+def _checked_spec(request: Request, body: bytes, content_type: str) -> StudySpec:
+    settings: Settings = request.app.state.settings
+    spec = spec_from_body(body, content_type, objective_check(settings.allow_objectives))
+    nodes = request.app.state.queue.cluster(request.app.state.ray_address)
+    if problems := limit_problems(spec, settings.max_trials, nodes):
+        raise SpecError(problems)
+    return spec
+
+
 # ── routes ────────────────────────────────────────────────────────────────────────────────
 
 
@@ -144,12 +160,14 @@ def _report_file(settings: Settings, name: str, suffix: str) -> FilePath:
 )
 async def create_study(request: Request, settings: SettingsDep,
                        queue: QueueDep) -> StudyCreated | JSONResponse:
-    """Validate the spec fully (the same checks as `liandan run`, the objective imported) and
+    """Validate the spec fully (the same checks as `liandan run`; the objective must be a
+    built-in or a function of a module the operator allowed, checked without importing it
+    here), check it fits this service (LIANDAN_MAX_TRIALS, the cluster's largest node) and
     queue it. Nothing is stored when any check fails."""
     body = await read_body(request, settings.max_body_bytes)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
-        spec = await run_in_threadpool(spec_from_body, body, content_type)
+        spec = await run_in_threadpool(_checked_spec, request, body, content_type)
     except SpecError as err:
         return JSONResponse({"detail": err.to_dict()}, status.HTTP_422_UNPROCESSABLE_CONTENT)
     try:
@@ -209,24 +227,86 @@ def cancel_study(request: Request, settings: SettingsDep, queue: QueueDep,
     return read_study(request, settings, queue, name)
 
 
+@router.post("/{name}/resume", response_model=StudyPublic, dependencies=[TokenDep],
+             summary="Run a cancelled or failed study again from where it stopped",
+             responses={**UNAUTHORIZED, **NOT_FOUND, **INVALID,
+                        409: {"model": ErrorPublic, "description": "it is not cancelled or "
+                                                                   "failed"}})
+def resume_study(request: Request, settings: SettingsDep, queue: QueueDep,
+                 name: StudyName) -> StudyPublic:
+    """Queue a cancelled or failed study again. Its finished trials are kept; the trials a
+    cancel or a crash cut short, and the rest of the budget, run when a worker takes it."""
+    entry, resumed = queue.resume(name)
+    if entry is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study {name!r} was submitted")
+    _cache(request).drop(name)
+    if not resumed:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"study {name!r} is {entry.state}: only "
+                            f"a {' or '.join(RESUMABLE)} study can be resumed")
+    return read_study(request, settings, queue, name)
+
+
+def _not_ready(name: str, entry: QueueEntry | None, what: str) -> str:
+    """Why a study has no report (a 404's detail), by its state."""
+    if entry is None:
+        return f"no study {name!r} was submitted to this service"
+    return {
+        "queued": f"no {what} for {name!r} yet: it is queued; the {what} is written when it "
+                  "finishes",
+        "running": f"no {what} for {name!r} yet: it is running; the {what} is written when "
+                   "it finishes",
+        "cancelled": f"no {what} for {name!r}: it was cancelled before it finished (POST "
+                     f"/studies/{name}/resume runs the rest of it)",
+        "failed": f"no {what} for {name!r}: it failed (see its error; POST "
+                  f"/studies/{name}/resume runs it again)",
+        "done": f"no {what} for {name!r}: it finished but the {what} was not written"
+                + (f" ({entry.error})" if entry.error else ""),
+    }[entry.state]
+
+
 def _written(settings, queue, name: str, suffix: str, what: str):
-    """The study's report file with `suffix`, or 404 saying why it isn't there yet."""
+    """The study's report file with `suffix`, or 404 saying why there is none. Only a study
+    this service ran to its end has one: a file of the same name in the reports folder
+    (the repository's committed examples, an earlier run) is not its report."""
     path = _report_file(settings, name, suffix)
-    if not path.is_file():
-        entry = queue.get(name)
-        state = "was never submitted" if entry is None else f"is {entry.state}"
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {what} for {name!r} yet: the "
-                            f"study {state}")
+    entry = queue.get(name)
+    if entry is None or entry.state != "done" or not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, _not_ready(name, entry, what))
     return path
+
+
+def _linked(request: Request, name: str, markdown: str) -> str:
+    """The report's image links (`NAME/plot.png`, relative to the reports folder) made
+    absolute links to this API's plot route."""
+    base = str(request.url_for("read_plot", name=name, file="x.png"))[:-len("x.png")]
+    pattern = re.compile(r"(!\[[^\]\n]*\]\()" + re.escape(name) + r"/(" + PLOT_FILE.pattern
+                         + r")\)")
+    return pattern.sub(lambda m: f"{m.group(1)}{base}{m.group(2)})", markdown)
 
 
 @router.get("/{name}/report", name="read_report", response_class=Response,
             summary="The study's markdown report (written when it finishes)",
             responses={200: {"content": {"text/markdown": {"schema": {"type": "string"}}}},
                        **NOT_FOUND, **INVALID})
-def read_report(settings: SettingsDep, queue: QueueDep, name: StudyName) -> Response:
+def read_report(request: Request, settings: SettingsDep, queue: QueueDep,
+                name: StudyName) -> Response:
+    """The markdown report; its plots link to `/studies/{name}/report/{file}`."""
     path = _written(settings, queue, name, ".md", "report")
-    return Response(path.read_text(encoding="utf-8"), media_type="text/markdown; charset=utf-8")
+    return Response(_linked(request, name, path.read_text(encoding="utf-8")),
+                    media_type="text/markdown; charset=utf-8")
+
+
+@router.get("/{name}/report/{file}", name="read_plot", response_class=FileResponse,
+            summary="A plot of the study's report (PNG)",
+            responses={200: {"content": {"image/png": {}}}, **NOT_FOUND, **INVALID})
+def read_plot(settings: SettingsDep, queue: QueueDep, name: StudyName,
+              file: PlotFile) -> FileResponse:
+    _written(settings, queue, name, ".md", "report")
+    folder = _report_file(settings, name, "")  # <reports>/<name>, checked inside reports
+    path = (folder / file).resolve()
+    if path.parent != folder or not path.is_file():  # no `..`, no symlink out of the folder
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"report {name!r} has no plot {file!r}")
+    return FileResponse(path, media_type="image/png")
 
 
 @router.get("/{name}/findings", response_model=FindingsPublic,
