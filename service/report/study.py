@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from service.report import sections
+from service.report.edges import search_space_warnings
 from service.report.files import ReportPaths, created_now, report_paths, write_report
 from service.report.reproduce import devices, reproduce_lines
 from service.store.storage import describe, open_storage
@@ -49,6 +50,7 @@ def write_study_report(storage_url: str | None, name: str, out_dir: str | Path =
                                 str(out_dir)])) + "   # this report"]
     lines += reproduce_lines({name: data.spec}, trials, commands)
     payload = {"study": name, "objective": data.spec.get("objective", ""),
-               "device": devices(trials), "created": created, "findings": []}
+               "device": devices(trials), "created": created,
+               "search_space_warnings": search_space_warnings(data), "findings": []}
     return write_report(out, md_path, json_path, plot_dir, "\n".join(lines), payload, [data],
                   storage_url)

@@ -1,6 +1,7 @@
 """The rulebook: one module per family of the blog's rules (RULES.md R1-R14), their
-statistics, and the rulebook report (verdicts and findings)."""
+statistics, the decision of verdicts under one Holm family, and the rulebook report."""
 
-from service.rulebook._base import Finding, RuleCheck, finalize, not_tested
+from service.rulebook._base import Finding, RuleCheck, not_tested
+from service.rulebook.decision import finalize
 
 __all__ = ["Finding", "RuleCheck", "finalize", "not_tested"]

@@ -1,72 +1,62 @@
-"""Comparing two arms of a rulebook study: what the R5-R8 and R10-R14 checks share.
+"""Comparing arms of a rulebook study: what the R5-R8 and R10-R14 checks share.
 
 Every check of the optimizer, schedule and regularization families reads a study the same
-way. Each arm contributes its *replicates*: the seed re-runs of its tuned best (an arm with
-nothing to tune is one fixed configuration, so its tuning trial is a replicate too). Each
-replicate gives one number (final accuracy, steps to a target, accuracy gained late, the
-train/val gap), and two arms are compared on those numbers by Welch's t-test, with a TOST
-equivalence test at a stated margin where the rule claims a difference.
+way. Each arm contributes its *replicates*: the evidence re-runs of its chosen configuration
+(seed re-runs whose `stage` is "evidence", or that carry no stage in storages older than
+the selection protocol; an arm with nothing to tune is one fixed configuration, so its tuning
+trial is a replicate too). Each replicate gives one number (final accuracy, steps to a
+target, accuracy gained late, the train/val gap), and two arms are compared on those numbers
+by `pair_part`, a part of the claim whose hypotheses `decision.finalize` decides.
 
-A claim with several parts ("faster AND ends at least as good") is an intersection-union
-test: it is supported only if every part is, so its p-value is the largest part's. It is
-contradicted if any part points the other way; that p-value is Bonferroni-corrected over the
-parts, since the part that contradicts is picked after looking. `decide` turns the parts into
-the effect, interval and p-value of one `Finding`; `finalize` then applies Holm across the
-report and decides the verdict.
+Trials that did not get to finish (`records.unfinished`) are dropped; a diverged run is an
+outcome (`records.diverged`), kept even where its metric is NaN so that rates count it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from service.rulebook import stats
-from service.rulebook._base import ALPHA, Finding, RuleCheck, not_tested
+from service import records
+from service.report.edges import search_space_warnings
+from service.rulebook._base import Finding, RuleCheck, not_tested
+from service.rulebook.decision import Part, two_sample_part
+from service.rulebook.describe import caveats, protocol
+from service.rulebook.figures import decision_plot, study_plots
 from service.store.study_data import ArmData, StudyData
 
-__all__ = ["ACCURACY_MARGIN", "ArmRuns", "Decision", "Part", "RunValue", "arm_runs", "caveats",
-           "decide", "final", "find_arm", "finding", "gap", "late_gain", "load_pair", "mean",
-           "pct", "plots", "pp", "protocol", "proportion_part", "shared_target",
-           "steps_per_epoch", "steps_to", "value_at", "welch_part"]
+__all__ = ["ACCURACY_MARGIN", "ArmRuns", "PairCheck", "RunValue", "arm_runs", "evidence_seeds",
+           "final", "find_arm", "gap", "guard_edges", "late_gain", "load_pair", "pair_finding",
+           "pair_part", "planned_epochs", "selection_of", "shared_target", "speed_to_target",
+           "steps_per_epoch", "steps_to", "value_at"]
 
 ACCURACY_MARGIN = 0.005  # 0.5 pp of accuracy: a smaller difference is practically none
 TARGET_FRACTION = 0.95  # "steps to target": to 95% of the weaker arm's mean final accuracy
 RunValue = Callable[[FrozenTrial], float | None]
-# What a reader needs to know about an objective's data to weigh a small effect.
-OBJECTIVE_NOTES = {
-    "digits_cnn": "digits has 1437 training and 360 validation images: one validation image "
-                  "is 0.28 pp, and accuracies near 99% leave little room for any effect",
-}
 
 
 # ------------------------------------------------------------------ per-run values
-def _finite(value: Any) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
-
-
 def _curve(trial: FrozenTrial) -> list[tuple[int, float]]:
     return sorted((int(e), float(v)) for e, v in trial.intermediate_values.items()
-                  if _finite(v) is not None)
+                  if records.finite(v))
 
 
 def final(metric: str) -> RunValue:
     """The run's last value of `metric` (a diverged run keeps what it ended with)."""
     def value(trial: FrozenTrial) -> float | None:
-        got = _finite(trial.user_attrs.get(metric))
-        return got if got is not None else _finite(trial.value)
+        got = records.number(trial.user_attrs.get(metric))
+        return got if got is not None else records.number(trial.value)
     return value
 
 
 def planned_epochs(trial: FrozenTrial) -> int:
     """Epochs the run was meant to train: its `epochs` parameter, else its last epoch."""
-    epochs = _finite(trial.params.get("epochs"))
+    epochs = records.number(trial.params.get("epochs"))
     curve = _curve(trial)
     return int(epochs) if epochs else (curve[-1][0] if curve else 0)
 
@@ -89,8 +79,8 @@ def late_gain(trial: FrozenTrial) -> float | None:
 
 def gap(trial: FrozenTrial) -> float | None:
     """Generalization gap: final train accuracy minus final val accuracy."""
-    train = _finite(trial.user_attrs.get("train_accuracy"))
-    val = _finite(trial.user_attrs.get("val_accuracy"))
+    train = records.number(trial.user_attrs.get("train_accuracy"))
+    val = records.number(trial.user_attrs.get("val_accuracy"))
     return None if train is None or val is None else train - val
 
 
@@ -98,8 +88,8 @@ def steps_per_epoch(runs: Sequence[ArmRuns]) -> float:
     """Optimizer steps per epoch, read from runs that did not diverge (a diverged run stops
     mid-epoch); 1.0 when no run reports `steps`, so that "steps" are then epochs."""
     rates = []
-    for trial in (t for r in runs for t in r.runs if not t.user_attrs.get("diverged")):
-        steps, epoch = (_finite(trial.user_attrs.get(k)) for k in ("steps", "epoch"))
+    for trial in (t for r in runs for t in r.runs if not records.diverged(t)):
+        steps, epoch = (records.number(trial.user_attrs.get(k)) for k in ("steps", "epoch"))
         if steps and epoch:
             rates.append(steps / epoch)
     return float(np.median(rates)) if rates else 1.0
@@ -126,13 +116,19 @@ def steps_to(target: float, per_epoch: float) -> RunValue:
 
 
 # ------------------------------------------------------------------ arms
+def evidence_seeds(arm: ArmData, states=(TrialState.COMPLETE,)) -> list[FrozenTrial]:
+    """The arm's evidence runs: seed re-runs of the chosen configuration, not the candidate
+    re-runs that chose it (`stage: "select"`); no stage is an older storage's evidence."""
+    return [t for t in arm.seeds(states) if t.user_attrs.get("stage") in (None, "evidence")]
+
+
 @dataclass
 class ArmRuns:
     """One arm's replicates and tuning trials, as the checks read them."""
 
     arm: ArmData
-    runs: list[FrozenTrial]  # replicates of the arm's tuned best
-    tune: list[FrozenTrial]  # every tuning trial, in order (pruned and failed ones spend budget)
+    runs: list[FrozenTrial]  # replicates of the arm's chosen configuration
+    tune: list[FrozenTrial]  # every tuning trial that finished, in order
     best: FrozenTrial | None  # the best complete tuning trial
     tuned: bool = True  # False: a fixed configuration, whose tuning runs are replicates
 
@@ -144,14 +140,15 @@ class ArmRuns:
         return [v for v in map(fn, self.runs) if v is not None]
 
     def row(self, fn: RunValue, **extra: Any) -> dict[str, Any]:
-        """An evidence row: n, mean, sd of `fn` over the replicates, the tuned best."""
+        """An evidence row: n, mean, sd of `fn` over the replicates, the chosen lr."""
         vals = self.values(fn)
         row: dict[str, Any] = {"arm": self.label, "n seeds": len(vals),
                                "mean": float(np.mean(vals)) if vals else None,
                                "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
         if self.tuned:
-            row.update({"best lr": None if self.best is None else self.best.params.get("lr"),
-                        "tuning trials": len(self.tune),
+            chosen = self.runs[0].params if self.runs else (self.best.params if self.best
+                                                             else {})
+            row.update({"chosen lr": chosen.get("lr"), "tuning trials": len(self.tune),
                         "best tuning value": None if self.best is None else self.best.value})
         return {**row, **extra}
 
@@ -173,21 +170,16 @@ def find_arm(study: StudyData | None, **values: Any) -> ArmData | None:
 
 
 def arm_runs(study: StudyData, arm: ArmData) -> ArmRuns:
-    # A trial its dead driver left running was failed as `interrupted` and its budget re-run.
     tune = sorted((t for t in arm.trials if t.user_attrs.get("role") != "seed"
-                   and t.user_attrs.get("fail_reason") != "interrupted"), key=lambda t: t.number)
-    done = [t for t in tune if t.state == TrialState.COMPLETE and t.value is not None]
-    sign = 1 if study.direction == "maximize" else -1
-    best = max(done, key=lambda t: sign * t.value) if done else None
-    # A diverged run is an outcome, not missing data: kept even where its metric is NaN (a
-    # FAIL in Optuna), so divergence rates count it; value functions then skip its NaN.
-    runs = [t for t in arm.seeds((TrialState.COMPLETE, TrialState.FAIL))
-            if t.state == TrialState.COMPLETE or t.user_attrs.get("diverged")]
+                   and not records.unfinished(t)), key=lambda t: t.number)
+    states = (TrialState.COMPLETE, TrialState.FAIL)
+    runs = [t for t in evidence_seeds(arm, states)
+            if t.state == TrialState.COMPLETE or records.diverged(t)]
     if not study.spec.get("nuisance"):
         # A fixed configuration: its tuning runs are replicates too.
         runs = [t for t in tune if t.state == TrialState.COMPLETE or (
-            t.state == TrialState.FAIL and t.user_attrs.get("diverged"))] + runs
-    return ArmRuns(arm, runs, tune, best, bool(study.spec.get("nuisance")))
+            t.state == TrialState.FAIL and records.diverged(t))] + runs
+    return ArmRuns(arm, runs, tune, study.best_tune(arm), bool(study.spec.get("nuisance")))
 
 
 def label_of(values: dict[str, Any]) -> str:
@@ -218,7 +210,8 @@ def load_pair(check: RuleCheck, studies: dict[str, StudyData | None], stem: str,
             rule=check.rule, claim=check.claim, verdict="inconclusive", metric=study.metric,
             evidence=f"too few replicates to compare in {study.name}: {', '.join(thin)}; a test "
                      "needs at least 2 seed re-runs per arm",
-            more_needed="re-run each arm's best with at least 3 seeds (budget.seeds)",
+            more_needed="re-run each arm's chosen configuration with at least 3 seeds "
+                        "(budget.seeds)",
             protocol=protocol(study, ""), table=[r.row(fn) for r in pair],
             caveats=caveats(study, pair), studies=[study.name])
     return study, pair[0], pair[1]
@@ -229,227 +222,74 @@ def shared_target(runs: Sequence[ArmRuns], fn: RunValue) -> float:
     return TARGET_FRACTION * min(float(np.mean(r.values(fn))) for r in runs)
 
 
-# ------------------------------------------------------------------ parts of a claim
-@dataclass
-class Part:
-    """One part of a claim: `claimed_sign * effect > 0`, where effect compares arm a to b.
-
-    A `difference` part claims a real difference (a TOST at `margin` can contradict it); a
-    non-inferiority part ("ends at least as good") claims `claimed_sign * effect > -margin`.
-    """
-
-    name: str  # "final val accuracy", for the evidence sentence
-    metric: str
-    test: stats.TestResult
-    claimed_sign: int
-    difference: bool = True
-    margin: float = ACCURACY_MARGIN
-    tost: stats.TestResult | None = None
-    p_support: float | None = None  # evidence for the claimed direction
-    p_against: float | None = None  # evidence against it
-    sds: tuple[float, float] | None = None  # for seeds_needed
-    a: list[float] = field(default_factory=list)  # the replicate values compared
-    b: list[float] = field(default_factory=list)
-
-    @property
-    def effect(self) -> float:
-        return self.test.effect
-
-    @property
-    def against(self) -> bool:
-        """The point estimate contradicts the part (beyond the margin, if non-inferiority)."""
-        toward = self.claimed_sign * self.effect
-        return math.isfinite(toward) and (toward < 0 if self.difference else toward < -self.margin)
+def speed_to_target(a: ArmRuns, b: ArmRuns, acc: RunValue) -> RunValue:
+    """Steps to the shared target (95% of the weaker arm's mean final value)."""
+    return steps_to(shared_target([a, b], acc), steps_per_epoch([a, b]))
 
 
-def welch_part(name: str, metric: str, a: Sequence[float], b: Sequence[float],
-               claimed_sign: int, margin: float = ACCURACY_MARGIN,
-               difference: bool = True) -> Part:
-    """A part tested on replicate values: Welch's t-test of mean(a) - mean(b), TOST at
-    `margin` for a difference, a one-sided margin-shifted Welch test for non-inferiority."""
-    test = stats.welch(a, b)
-    sds = (float(np.std(a, ddof=1)), float(np.std(b, ddof=1))) if min(len(a), len(b)) > 1 \
-        else None
-    if difference:
-        tost = stats.tost(a, b, margin) if min(len(a), len(b)) > 1 else None
-        return Part(name, metric, test, claimed_sign, True, margin, tost,
-                    test.p_value, test.p_value, sds, list(a), list(b))
-    # Non-inferiority: claimed_sign*(a - b) > -margin, i.e. a shifted by the margin still wins.
-    shifted = [x + claimed_sign * margin for x in a]
-    toward, away = ("greater", "less") if claimed_sign > 0 else ("less", "greater")
-    return Part(name, metric, test, claimed_sign, False, margin, None,
-                stats.welch(shifted, b, toward).p_value, stats.welch(shifted, b, away).p_value,
-                sds, list(a), list(b))
+def pair_part(claim: str, metric: str, a: ArmRuns, b: ArmRuns, fn: RunValue, *,
+              claimed_sign: int, margin: float | None = ACCURACY_MARGIN,
+              noninferior: bool = False) -> Part:
+    """A part comparing arm a with arm b on `fn` of their replicates (a minus b)."""
+    return two_sample_part(claim, metric, {a.label: a.values(fn)}, {b.label: b.values(fn)},
+                           claimed_sign=claimed_sign, margin=margin, noninferior=noninferior)
 
 
-def proportion_part(name: str, metric: str, k: tuple[int, int], n: tuple[int, int],
-                    claimed_sign: int) -> Part:
-    """A part on two rates (e.g. divergence): k[0]/n[0] - k[1]/n[1], Fisher's exact test."""
-    test = stats.proportion_diff(k[0], n[0], k[1], n[1])
-    return Part(name, metric, test, claimed_sign, True, 0.0, None, test.p_value, test.p_value)
+# ------------------------------------------------------------------ protocol guards
+def guard_edges(finding: Finding, studies: Sequence[StudyData],
+                compared: Sequence[ArmData]) -> Finding:
+    """List the search-space warnings of the studies read, and leave the finding undecided
+    when an arm it compares was tuned to the edge of a range (RULES.md)."""
+    for study in studies:
+        finding.search_space_warnings += search_space_warnings(study)
+    keys = {(s.name, a.label or s.name) for s in studies for a in compared
+            if any(a is x for x in s.arms)}
+    hit = [w for w in finding.search_space_warnings if (w["study"], w["arm"]) in keys]
+    if hit:
+        finding.undecided_because = (
+            "not decided: " + "; ".join(f"{w['arm']} chose {w['param']}={w['best']:g} at the "
+                                        f"{w['edge']} edge of {w['range']}" for w in hit)
+            + " (an arm tuned to the edge of its range was not tuned to its optimum: widen "
+              "the range)")
+    return finding
 
 
-@dataclass
-class Decision:
-    """What one finding reports: the deciding part's effect and interval, the claim's p."""
-
-    part: Part  # the part reported (the primary, or the one against the claim)
-    limiting: Part  # the part that limits the p-value (what more seeds would most help)
-    p_value: float | None
-    method: str
-    equivalent: bool
-
-
-def decide(parts: list[Part]) -> Decision:
-    """Combine a claim's parts (the first is the primary) into one test; see the module doc."""
-    names = "; ".join(f"{p.name}: {p.test.method}" for p in parts)
-    equivalent = any(p.tost is not None and p.tost.equivalent for p in parts if p.difference)
-    if any(p.p_support is None for p in parts):
-        missing = next(p for p in parts if p.p_support is None)
-        return Decision(missing, missing, None, f"no test possible ({names})", equivalent)
-    against = [p for p in parts if p.against]
-    if against:
-        worst = min(against, key=lambda p: p.p_against if p.p_against is not None else 1.0)
-        p = None if worst.p_against is None else min(1.0, len(parts) * worst.p_against)
-        how = (f"against the claim on {worst.name}: its p times {len(parts)} parts (Bonferroni)"
-               if len(parts) > 1 else worst.test.method)
-        return Decision(worst, worst, p, f"{how} [{names}]", equivalent)
-    limiting = max(parts, key=lambda p: p.p_support if p.p_support is not None else 1.0)
-    how = (f"intersection-union test of {len(parts)} parts, p of the weakest "
-           f"({limiting.name})" if len(parts) > 1 else "")
-    return Decision(parts[0], limiting, limiting.p_support,
-                    f"{how} [{names}]" if how else names, equivalent)
+def selection_of(runs: Sequence[ArmRuns]) -> dict[str, Any] | None:
+    """How each arm's configuration was chosen, when the runner recorded it (the arm study's
+    `selection` attribute, exposed on `ArmData` by the store), by arm label."""
+    found = {r.label: sel for r in runs if (sel := getattr(r.arm, "selection", None))}
+    if not found:
+        return None
+    first = next(iter(found.values()))
+    return {k: first.get(k) for k in ("candidates_per_arm", "seeds_per_candidate", "chosen_by")
+            if k in first} | {"arms": found}
 
 
-def _more_needed(decision: Decision) -> str:
-    part = decision.limiting
-    if part.sds is None or not math.isfinite(part.effect):
-        return ("too few replicates for a test: re-run each arm's best with at least "
-                "3 more seeds")
-    distance = abs(part.effect) if part.difference else abs(part.effect + part.claimed_sign
-                                                            * part.margin)
-    n = stats.seeds_needed(distance, *part.sds)
-    if n is None:
-        return (f"no difference observed in {part.name}; only more seeds can narrow the "
-                f"interval toward the ±{part.margin:g} equivalence margin")
-    return (f"about {n} seeds per arm would detect a difference of this size in {part.name} "
-            f"({distance:.4g}) with 80% power at alpha {ALPHA} (before Holm's correction)")
+def pair_finding(check: RuleCheck, study: StudyData, compared: Sequence[ArmRuns],
+                 parts: list[Part], *, evidence: str, how: str, table: list[dict[str, Any]],
+                 extra_caveats: Sequence[str] = (), shown: Sequence[ArmRuns] = ()) -> Finding:
+    """The finding of a comparison of `compared` arms (and `shown` ones beside them)."""
+    finding = Finding(
+        rule=check.rule, claim=check.claim, parts=parts, evidence=evidence,
+        method="; ".join(f"{p.claim}: {p.test}" for p in parts),
+        protocol=protocol(study, how), table=table,
+        caveats=caveats(study, [*compared, *shown]) + list(extra_caveats),
+        studies=[study.name], selection=selection_of(compared))
+    return guard_edges(finding, [study], [r.arm for r in compared])
 
 
-def finding(check: RuleCheck, decision: Decision, *, evidence: str, protocol: str,
-            table: list[dict[str, Any]], plots: list[str], caveats: list[str],
-            studies: list[str]) -> Finding:
-    part = decision.part
-    return Finding(
-        rule=check.rule, claim=check.claim, metric=part.metric, effect=part.effect,
-        ci=part.test.ci, p_value=decision.p_value, n=list(part.test.n), method=decision.method,
-        evidence=evidence, claimed_sign=part.claimed_sign, equivalent=decision.equivalent,
-        protocol=protocol, table=table, plots=plots, caveats=caveats,
-        more_needed=_more_needed(decision), studies=studies)
+class PairCheck(RuleCheck):
+    """A check comparing two arms of one study: load the pair, then the family's parts."""
 
+    study: str
+    arms: tuple[dict[str, Any], dict[str, Any]]
+    title: str
+    run_value: RunValue | None = None  # what each arm needs two replicates of
 
-# ------------------------------------------------------------------ words
-def mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else math.nan
+    def load(self, studies: dict[str, StudyData | None]) -> Any:
+        return load_pair(self, studies, self.study, *self.arms, self.run_value)
 
-
-def pct(v: float | None) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.1f}%"
-
-
-def pp(v: float | None) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:+.2f} pp"
-
-
-def _domain(value: Any) -> str:
-    if isinstance(value, dict):
-        scale = "log-uniform" if value.get("log") else "uniform"
-        return f"{scale} [{value.get('low'):g}, {value.get('high'):g}]"
-    return "{" + ", ".join(map(str, value)) + "}"
-
-
-def protocol(study: StudyData, compared: str) -> str:
-    """The fair protocol as run, read back from the study's own spec."""
-    spec = study.spec
-    budget, search = spec.get("budget", {}), spec.get("search", {})
-    arms = "; ".join(f"{k} in {_domain(v)}" for k, v in spec.get("scientific", {}).items())
-    nuisance = spec.get("nuisance", {})
-    fixed = ", ".join(f"{k}={v}" for k, v in spec.get("fixed", {}).items())
-    if nuisance:
-        tuned = ", ".join(f"{k} {_domain(v)}" for k, v in nuisance.items())
-        how = (f"tuned per arm with {budget.get('trials')} trials each ({search.get('sampler')} "
-               f"sampler, pruner {search.get('pruner')}): {tuned}; each arm's best re-run with "
-               f"{budget.get('seeds')} new seeds")
-    else:
-        how = (f"nothing tuned: each arm is one fixed configuration run with "
-               f"{1 + int(budget.get('seeds', 0))} seeds")
-    return (f"Study {study.name} ({spec.get('objective')}): arms {arms}; {how}; fixed {fixed}. "
-            f"{compared}")
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _at_edge(domain: Any, value: float) -> bool:
-    """Whether `value` is an end of a searched list of 3+ numbers, or in the outer 5% of a
-    range (on a log scale for a log range): the Playbook's sign of too narrow a search."""
-    if isinstance(domain, list):
-        nums = [v for v in domain if _number(v)]
-        return len(nums) > 2 and value in (min(nums), max(nums))
-    low, high = domain.get("low"), domain.get("high")
-    if domain.get("log") and low > 0 and value > 0:
-        low, high, value = math.log(low), math.log(high), math.log(value)
-    return min(value - low, high - value) <= 0.05 * (high - low)
-
-
-def caveats(study: StudyData, runs: Sequence[ArmRuns]) -> list[str]:
-    """Device, data and budget: what limits how far the finding reaches."""
-    spec = study.spec
-    devices = sorted({str(t.user_attrs.get("device", "?")) for r in runs for t in r.runs})
-    out = [f"device: {', '.join(devices) or 'unknown'}"]
-    note = OBJECTIVE_NOTES.get(spec.get("objective", ""))
-    if note:
-        out.append(note)
-    epochs = spec.get("fixed", {}).get("epochs")
-    budget = spec.get("budget", {})
-    per_arm = (f"{budget.get('trials')} tuning trials and {budget.get('seeds')} seed re-runs"
-               if spec.get("nuisance") else f"{1 + int(budget.get('seeds', 0))} runs of one "
-               "fixed configuration")
-    out.append(f"budget: {epochs or 'default'} epochs per run, {per_arm} per arm; a longer "
-               "schedule or a larger data set may change the answer")
-    if spec.get("nuisance"):
-        out.append("seed re-runs measure each arm's chosen configuration; the luck of the "
-                   "tuning itself (one seed per tuning trial) is not in the interval, so arms "
-                   "that tuned to different settings by chance can differ for that reason")
-    edges = [f"{r.label} {k}={v:g}" for r in runs if r.best is not None
-             for k, domain in spec.get("nuisance", {}).items()
-             if _number(v := r.best.params.get(k)) and _at_edge(domain, v)]
-    if edges:
-        out.append(f"best tuned value on the edge of the searched space ({'; '.join(edges)}): "
-                   "a wider search might find better, so that arm may be under-tuned")
-    planned = int(budget.get("seeds", 0)) + (0 if spec.get("nuisance") else 1)
-    short = [r.label for r in runs if len(r.runs) < planned]
-    if short:
-        out.append(f"seed re-runs missing (failed or not run) in {', '.join(short)}")
-    return out
-
-
-# ------------------------------------------------------------------ figures
-def plots(plot_dir: Any, rule: str, study: StudyData, runs: Sequence[ArmRuns], title: str,
-          isolation: bool = True) -> list[str]:
-    """Learning curves of the compared arms and (for tuned arms) the isolation plot of best
-    value vs trials spent; paths relative to the report, as `Finding.plots` holds them."""
-    if plot_dir is None:
-        return []
-    from service.report.plots import isolation_plot, learning_curves
-
-    folder = Path(plot_dir)
-    kw = {"metric": study.metric, "direction": study.direction}
-    written = [learning_curves({r.label: r.arm.trials for r in runs},
-                               folder / f"{rule}-curves.png", title=title, **kw)]
-    if isolation:
-        written.append(isolation_plot([r.arm for r in runs], folder / f"{rule}-isolation.png",
-                                      title=f"{rule}: best {study.metric} vs tuning trials spent",
-                                      **kw))
-    return [f"{folder.name}/{p.name}" for p in written]
+    def plot(self, loaded: Any, finding: Finding, plot_dir: Any) -> list[str]:
+        study, a, b = loaded
+        return decision_plot(finding, plot_dir) + study_plots(
+            plot_dir, self.rule, study, [a.arm, b.arm], self.title)

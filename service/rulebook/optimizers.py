@@ -14,6 +14,8 @@ from typing import Any
 
 from service.rulebook import compare as cmp
 from service.rulebook._base import Finding, RuleCheck
+from service.rulebook.decision import Part
+from service.rulebook.describe import mean, pct, pp
 from service.store.study_data import StudyData
 
 MOMENTUM_STUDY = "optimizer-momentum-adam"
@@ -31,7 +33,7 @@ def _epochs(study: StudyData, runs: list[cmp.ArmRuns]) -> int:
     return int(fixed) if fixed else max(cmp.planned_epochs(t) for r in runs for t in r.runs)
 
 
-class MomentumCheck(RuleCheck):
+class MomentumCheck(cmp.PairCheck):
     rule = "R5"
     claim = ("SGD with momentum reaches a target val accuracy in fewer steps than plain SGD "
              "and ends at least as good (within 0.5 pp), each arm with its own tuned LR")
@@ -47,51 +49,49 @@ class MomentumCheck(RuleCheck):
         "here.")
     specs = (MOMENTUM_STUDY,)
     needs = ("optimizer", "lr", "momentum")
+    study, arms, title = MOMENTUM_STUDY, (_opt("momentum"), _opt("sgd")), \
+        "R5: momentum vs plain SGD (cosine decay)"
 
-    def check(self, studies: dict[str, StudyData | None], plot_dir: Any) -> Finding:
-        got = cmp.load_pair(self, studies, MOMENTUM_STUDY, _opt("momentum"), _opt("sgd"))
-        if isinstance(got, Finding):
-            return got
-        study, mom, sgd = got
+    def estimate(self, loaded: Any) -> list[Part]:
+        study, mom, sgd = loaded
         acc = cmp.final(study.metric)
+        speed = cmp.speed_to_target(mom, sgd, acc)
+        slower = max(mean(mom.values(speed)), mean(sgd.values(speed)))
+        return [cmp.pair_part("fewer steps to target", "steps_to_target", mom, sgd, speed,
+                              claimed_sign=-1, margin=STEPS_MARGIN * slower),
+                cmp.pair_part("final val accuracy at least as good", study.metric, mom, sgd,
+                              acc, claimed_sign=+1, noninferior=True)]
+
+    def describe(self, loaded: Any, parts: list[Part]) -> Finding:
+        study, mom, sgd = loaded
+        acc = cmp.final(study.metric)
+        steps, end = parts
         target = cmp.shared_target([mom, sgd], acc)
-        speed = cmp.steps_to(target, cmp.steps_per_epoch([mom, sgd]))
-        mean = {r.label: cmp.mean(r.values(speed)) for r in (mom, sgd)}
-        steps = cmp.welch_part("steps to target", "steps_to_target", mom.values(speed),
-                               sgd.values(speed), -1, margin=STEPS_MARGIN * max(mean.values()))
-        end = cmp.welch_part("final val accuracy", study.metric, mom.values(acc),
-                             sgd.values(acc), +1, difference=False)
-        decision = cmp.decide([steps, end])
         never = {r.label: sum(1 for t in r.runs if not any(
             v >= target for v in t.intermediate_values.values())) for r in (mom, sgd)}
-        ci = steps.test.ci
+        means = {label: mean(v) for label, v in steps.samples.items()}
         evidence = (
-            f"Momentum reached {cmp.pct(target)} val accuracy in {mean[mom.label]:.0f} steps "
-            f"vs {mean[sgd.label]:.0f} for plain SGD (difference {steps.effect:+.0f}"
-            + (f", 95% CI {ci[0]:+.0f} to {ci[1]:+.0f}" if ci else "")
-            + f") and ended {cmp.pp(end.effect)} against it "
-            f"({cmp.pct(cmp.mean(mom.values(acc)))} vs {cmp.pct(cmp.mean(sgd.values(acc)))}), "
-            f"{len(mom.values(acc))} and {len(sgd.values(acc))} seeds.")
-        caveats = cmp.caveats(study, [mom, sgd]) + [
-            "escaping local minima is not measured: no objective here exposes them",
-            f"target = {cmp.TARGET_FRACTION:.0%} of the weaker arm's mean final accuracy; runs "
-            "that never reached it count as one epoch past the end ("
-            + ", ".join(f"{label}: {k}" for label, k in never.items()) + ")"]
-        return cmp.finding(
-            self, decision, evidence=evidence,
-            protocol=cmp.protocol(study, (
-                "Compared momentum vs sgd on seed re-runs: steps to target by Welch t-test "
-                f"(TOST margin {STEPS_MARGIN:.0%} of the slower arm's steps), final accuracy by "
-                f"a one-sided non-inferiority Welch test at {cmp.ACCURACY_MARGIN * 100:g} pp; "
-                "both must hold (intersection-union test).")),
-            table=[r.row(acc, **{"steps to target": mean[r.label],
+            f"Momentum reached {pct(target)} val accuracy in {means[mom.label]:.0f} steps "
+            f"vs {means[sgd.label]:.0f} for plain SGD (difference {steps.effect:+.0f}) and "
+            f"ended {pp(end.effect)} against it ({pct(mean(mom.values(acc)))} vs "
+            f"{pct(mean(sgd.values(acc)))}), {len(mom.values(acc))} and "
+            f"{len(sgd.values(acc))} seeds.")
+        return cmp.pair_finding(
+            self, study, [mom, sgd], parts, evidence=evidence,
+            how=("Compared momentum vs sgd on seed re-runs: steps to target by Welch t-tests "
+                 f"(TOST margin {STEPS_MARGIN:.0%} of the slower arm's steps), final accuracy "
+                 f"by a one-sided non-inferiority Welch test at {cmp.ACCURACY_MARGIN * 100:g} "
+                 "pp; both must hold (intersection-union)."),
+            table=[r.row(acc, **{"steps to target": means[r.label],
                                  "never reached": never[r.label]}) for r in (mom, sgd)],
-            plots=cmp.plots(plot_dir, self.rule, study, [mom, sgd],
-                            "R5: momentum vs plain SGD (cosine decay)"),
-            caveats=caveats, studies=[study.name])
+            extra_caveats=[
+                "escaping local minima is not measured: no objective here exposes them",
+                f"target = {cmp.TARGET_FRACTION:.0%} of the weaker arm's mean final accuracy; "
+                "runs that never reached it count as one epoch past the end ("
+                + ", ".join(f"{label}: {k}" for label, k in never.items()) + ")"])
 
 
-class AdaGradStallCheck(RuleCheck):
+class AdaGradStallCheck(cmp.PairCheck):
     rule = "R6"
     claim = ("With a constant learning rate tuned per arm, AdaGrad gains less val accuracy in "
              "the second half of training than RMSProp")
@@ -106,52 +106,41 @@ class AdaGradStallCheck(RuleCheck):
         "AdaGrad's shrinking steps.")
     specs = (ADAPTIVE_STUDY,)
     needs = ("optimizer", "lr", "decay")
+    study, arms, title = ADAPTIVE_STUDY, (_opt("adagrad"), _opt("rmsprop")), \
+        "R6: AdaGrad vs RMSProp, constant LR"
+    run_value = staticmethod(cmp.late_gain)
 
-    def check(self, studies: dict[str, StudyData | None], plot_dir: Any) -> Finding:
-        got = cmp.load_pair(self, studies, ADAPTIVE_STUDY, _opt("adagrad"), _opt("rmsprop"),
-                            cmp.late_gain)
-        if isinstance(got, Finding):
-            return got
-        study, ada, rms = got
+    def estimate(self, loaded: Any) -> list[Part]:
+        _, ada, rms = loaded
+        return [cmp.pair_part("val accuracy gained in the second half", "late_gain", ada, rms,
+                              cmp.late_gain, claimed_sign=-1)]
+
+    def describe(self, loaded: Any, parts: list[Part]) -> Finding:
+        study, ada, rms = loaded
         epochs = _epochs(study, [ada, rms])
-        part = cmp.welch_part("val accuracy gained in the second half", "late_gain",
-                              ada.values(cmp.late_gain), rms.values(cmp.late_gain), -1)
-        decision = cmp.decide([part])
-        runs = [ada, rms]
         adam = cmp.find_arm(study, optimizer="adam")
-        if adam is not None:
-            runs.append(cmp.arm_runs(study, adam))  # shown beside them, not tested
+        shown = [cmp.arm_runs(study, adam)] if adam is not None else []  # beside, not tested
         mid = cmp.value_at(max(1, epochs // 2))
-
-        def avg(r: cmp.ArmRuns, fn: cmp.RunValue) -> float:
-            return cmp.mean(r.values(fn))
-
-        caveats = cmp.caveats(study, runs)
-        high = [r.label for r in (ada, rms) if avg(r, mid) > CEILING]
-        if high:
-            caveats.append(f"{', '.join(high)} already above {cmp.pct(CEILING)} at epoch "
-                           f"{epochs // 2}: little is left to gain, so a small late gain may be "
-                           "a ceiling, not a stall")
+        high = [r.label for r in (ada, rms) if mean(r.values(mid)) > CEILING]
         evidence = (
             f"From epoch {epochs // 2} to {epochs}, AdaGrad gained "
-            f"{cmp.pp(avg(ada, cmp.late_gain))} and RMSProp {cmp.pp(avg(rms, cmp.late_gain))} "
-            f"(difference {cmp.pp(part.effect)}), "
+            f"{pp(mean(ada.values(cmp.late_gain)))} and RMSProp "
+            f"{pp(mean(rms.values(cmp.late_gain)))} (difference {pp(parts[0].effect)}), "
             f"{len(ada.values(cmp.late_gain))} and {len(rms.values(cmp.late_gain))} seeds.")
-        return cmp.finding(
-            self, decision, evidence=evidence,
-            protocol=cmp.protocol(study, (
-                "Compared adagrad vs rmsprop on seed re-runs: accuracy at the last epoch minus "
-                f"at epoch {epochs // 2}, Welch t-test, TOST margin "
-                f"{cmp.ACCURACY_MARGIN * 100:g} pp.")),
+        return cmp.pair_finding(
+            self, study, [ada, rms], parts, evidence=evidence, shown=shown,
+            how=("Compared adagrad vs rmsprop on seed re-runs: accuracy at the last epoch minus "
+                 f"at epoch {epochs // 2}, Welch t-tests, TOST margin "
+                 f"{cmp.ACCURACY_MARGIN * 100:g} pp."),
             table=[r.row(cmp.final(study.metric), **{
-                f"acc at epoch {epochs // 2}": avg(r, mid),
-                "late gain": avg(r, cmp.late_gain)}) for r in runs],
-            plots=cmp.plots(plot_dir, self.rule, study, runs,
-                            "R6: AdaGrad vs RMSProp, constant LR"),
-            caveats=caveats, studies=[study.name])
+                f"acc at epoch {epochs // 2}": mean(r.values(mid)),
+                "late gain": mean(r.values(cmp.late_gain))}) for r in (ada, rms, *shown)],
+            extra_caveats=[f"{', '.join(high)} already above {pct(CEILING)} at epoch "
+                           f"{epochs // 2}: little is left to gain, so a small late gain may "
+                           "be a ceiling, not a stall"] if high else [])
 
 
-class RMSPropCheck(RuleCheck):
+class RMSPropCheck(cmp.PairCheck):
     rule = "R7"
     claim = "RMSProp ends with a higher val accuracy than AdaGrad, each with its own tuned LR"
     blog_zh = ("RMSProp 算法修改AdaGrad，改变梯度积累为指数加权的移动平均，也可以理解为添加衰减"
@@ -166,33 +155,31 @@ class RMSPropCheck(RuleCheck):
         "PyTorch's default epsilon and RMSProp decay (0.99).")
     specs = (ADAPTIVE_STUDY,)
     needs = ("optimizer", "lr", "decay")
+    study, arms, title = ADAPTIVE_STUDY, (_opt("rmsprop"), _opt("adagrad")), \
+        "R7: RMSProp vs AdaGrad, constant LR"
 
-    def check(self, studies: dict[str, StudyData | None], plot_dir: Any) -> Finding:
-        got = cmp.load_pair(self, studies, ADAPTIVE_STUDY, _opt("rmsprop"), _opt("adagrad"))
-        if isinstance(got, Finding):
-            return got
-        study, rms, ada = got
+    def estimate(self, loaded: Any) -> list[Part]:
+        study, rms, ada = loaded
+        return [cmp.pair_part("final val accuracy higher", study.metric, rms, ada,
+                              cmp.final(study.metric), claimed_sign=+1)]
+
+    def describe(self, loaded: Any, parts: list[Part]) -> Finding:
+        study, rms, ada = loaded
         acc = cmp.final(study.metric)
-        part = cmp.welch_part("final val accuracy", study.metric, rms.values(acc),
-                              ada.values(acc), +1)
-        ci = part.test.ci
+        ci = parts[0].ci
         evidence = (
-            f"RMSProp ended at {cmp.pct(cmp.mean(rms.values(acc)))} and AdaGrad at "
-            f"{cmp.pct(cmp.mean(ada.values(acc)))} (difference {cmp.pp(part.effect)}"
-            + (f", 95% CI {cmp.pp(ci[0])} to {cmp.pp(ci[1])}" if ci else "")
+            f"RMSProp ended at {pct(mean(rms.values(acc)))} and AdaGrad at "
+            f"{pct(mean(ada.values(acc)))} (difference {pp(parts[0].effect)}"
+            + (f", 95% CI {pp(ci[0])} to {pp(ci[1])}" if ci else "")
             + f"), {len(rms.values(acc))} and {len(ada.values(acc))} seeds.")
-        return cmp.finding(
-            self, cmp.decide([part]), evidence=evidence,
-            protocol=cmp.protocol(study, (
-                "Compared rmsprop vs adagrad on seed re-runs: final val accuracy, Welch t-test, "
-                f"TOST margin {cmp.ACCURACY_MARGIN * 100:g} pp.")),
-            table=[r.row(acc) for r in (rms, ada)],
-            plots=cmp.plots(plot_dir, self.rule, study, [rms, ada],
-                            "R7: RMSProp vs AdaGrad, constant LR"),
-            caveats=cmp.caveats(study, [rms, ada]), studies=[study.name])
+        return cmp.pair_finding(
+            self, study, [rms, ada], parts, evidence=evidence,
+            how=("Compared rmsprop vs adagrad on seed re-runs: final val accuracy, Welch "
+                 f"t-tests, TOST margin {cmp.ACCURACY_MARGIN * 100:g} pp."),
+            table=[r.row(acc) for r in (rms, ada)])
 
 
-class AdamVsMomentumCheck(RuleCheck):
+class AdamVsMomentumCheck(cmp.PairCheck):
     rule = "R8"
     claim = ("With cosine decay and LR and weight decay tuned per arm, Adam is ahead of "
              "momentum SGD in val accuracy after the first quarter of training, and momentum "
@@ -209,41 +196,41 @@ class AdamVsMomentumCheck(RuleCheck):
         "(SGDR) that cosine decay suits momentum SGD.")
     specs = (MOMENTUM_STUDY,)
     needs = ("optimizer", "lr", "weight_decay", "decay")
+    study, arms, title = MOMENTUM_STUDY, (_opt("adam"), _opt("momentum")), \
+        "R8: Adam vs momentum, both cosine"
 
-    def check(self, studies: dict[str, StudyData | None], plot_dir: Any) -> Finding:
-        got = cmp.load_pair(self, studies, MOMENTUM_STUDY, _opt("adam"), _opt("momentum"))
-        if isinstance(got, Finding):
-            return got
-        study, adam, mom = got
-        acc = cmp.final(study.metric)
-        early_epoch = max(1, math.ceil(_epochs(study, [adam, mom]) / 4))
-        early = cmp.value_at(early_epoch)
-        end = cmp.welch_part("final val accuracy", study.metric, adam.values(acc),
-                             mom.values(acc), -1)
-        start = cmp.welch_part(f"val accuracy at epoch {early_epoch}", f"{study.metric}@"
-                               f"{early_epoch}", adam.values(early), mom.values(early), +1)
-        decision = cmp.decide([end, start])
+    @staticmethod
+    def early_epoch(study: StudyData, runs: list[cmp.ArmRuns]) -> int:
+        return max(1, math.ceil(_epochs(study, runs) / 4))
+
+    def estimate(self, loaded: Any) -> list[Part]:
+        study, adam, mom = loaded
+        early = self.early_epoch(study, [adam, mom])
+        return [cmp.pair_part("momentum ahead at the end", study.metric, adam, mom,
+                              cmp.final(study.metric), claimed_sign=-1),
+                cmp.pair_part(f"Adam ahead at epoch {early}", f"{study.metric}@{early}", adam,
+                              mom, cmp.value_at(early), claimed_sign=+1)]
+
+    def describe(self, loaded: Any, parts: list[Part]) -> Finding:
+        study, adam, mom = loaded
+        end, start = parts
+        early = self.early_epoch(study, [adam, mom])
+        (ea, eb), (sa, sb) = end.samples.values(), start.samples.values()
         evidence = (
-            f"At epoch {early_epoch} Adam was {cmp.pp(start.effect)} against momentum "
-            f"({cmp.pct(cmp.mean(start.a))} vs {cmp.pct(cmp.mean(start.b))}); at the end "
-            f"{cmp.pp(end.effect)} ({cmp.pct(cmp.mean(end.a))} vs {cmp.pct(cmp.mean(end.b))}), "
-            f"{len(end.a)} and {len(end.b)} seeds.")
-        return cmp.finding(
-            self, decision, evidence=evidence,
-            protocol=cmp.protocol(study, (
-                "Compared adam vs momentum on seed re-runs: final and early (epoch "
-                f"{early_epoch}) val accuracy, Welch t-tests with TOST margin "
-                f"{cmp.ACCURACY_MARGIN * 100:g} pp; both parts must hold "
-                "(intersection-union test).")),
-            table=[r.row(acc, **{f"acc at epoch {early_epoch}": cmp.mean(r.values(early)),
-                                 "best weight_decay": (r.best.params.get("weight_decay")
-                                                       if r.best else None)})
-                   for r in (adam, mom)],
-            plots=cmp.plots(plot_dir, self.rule, study, [adam, mom],
-                            "R8: Adam vs momentum, both cosine"),
-            caveats=cmp.caveats(study, [adam, mom]) + [
-                "Adam uses L2 regularization (weight decay added to the gradient), not AdamW"],
-            studies=[study.name])
+            f"At epoch {early} Adam was {pp(start.effect)} against momentum "
+            f"({pct(mean(sa))} vs {pct(mean(sb))}); at the end {pp(end.effect)} "
+            f"({pct(mean(ea))} vs {pct(mean(eb))}), {len(ea)} and {len(eb)} seeds.")
+        return cmp.pair_finding(
+            self, study, [adam, mom], parts, evidence=evidence,
+            how=(f"Compared adam vs momentum on seed re-runs: final and early (epoch {early}) "
+                 f"val accuracy, Welch t-tests with TOST margin {cmp.ACCURACY_MARGIN * 100:g} "
+                 "pp; both parts must hold (intersection-union)."),
+            table=[r.row(cmp.final(study.metric), **{
+                f"acc at epoch {early}": mean(r.values(cmp.value_at(early))),
+                "chosen weight_decay": (r.runs[0].params.get("weight_decay") if r.runs
+                                        else None)}) for r in (adam, mom)],
+            extra_caveats=["Adam uses L2 regularization (weight decay added to the gradient), "
+                           "not AdamW"])
 
 
 CHECKS: list[RuleCheck] = [MomentumCheck(), AdaGradStallCheck(), RMSPropCheck(),

@@ -12,11 +12,12 @@ from service.report import sections
 from service.report.files import ReportPaths, created_now, report_paths, write_report
 from service.report.reproduce import devices, reproduce_lines
 from service.rulebook._base import Finding, RuleCheck
+from service.rulebook.decision import family_text
 from service.store.storage import describe
 from service.store.study_data import StudyData
 
-__all__ = ["ReportContext", "effect_text", "rule_lines", "verdict_lines",
-           "write_rulebook_report"]
+__all__ = ["ReportContext", "decided_by", "effect_text", "parts_lines", "rule_lines",
+           "verdict_lines", "warnings_of", "write_rulebook_report"]
 
 
 @dataclass
@@ -51,16 +52,52 @@ def effect_text(f: Finding) -> str:
     return _num(f.effect) + ci
 
 
+def decided_by(f: Finding) -> str:
+    """'tost on final val accuracy (p 0.01, Holm 0.04)', or why nothing decided."""
+    if f.decision is None:
+        return "—" if not f.undecided_because else "edge of range"
+    d = f.decision
+    part = f" on {d['part']}" if len(f.parts) > 1 else ""
+    return f"{d['test']}{part} (p {_num(d['p'])}, Holm {_num(d['p_adjusted'])})"
+
+
 def verdict_lines(findings: list[Finding]) -> list[str]:
     counts = {v: sum(f.verdict == v for f in findings)
               for v in ("supported", "contradicted", "inconclusive", "not_tested")}
     lines = ["## Verdicts", "",
-             "| rule | claim | verdict | effect [95% CI] | p (Holm) |", "|---|---|---|---|---|"]
+             "| rule | claim | verdict | decided by | effect [95% CI] | p (Holm) |",
+             "|---|---|---|---|---|---|"]
     for f in findings:
         lines.append(f"| [{f.rule}](#{f.rule.lower()}) | {sections.cell(f.claim)} | "
-                     f"**{f.verdict}** | {effect_text(f)} | {_num(f.p_adjusted)} |")
-    lines += ["", " · ".join(f"{k}: {v}" for k, v in counts.items()), ""]
+                     f"**{f.verdict}** | {sections.cell(decided_by(f))} | {effect_text(f)} | "
+                     f"{_num(f.p_adjusted)} |")
+    lines += ["", " · ".join(f"{k}: {v}" for k, v in counts.items()), "",
+              family_text(findings), ""]
     return lines
+
+
+def parts_lines(f: Finding) -> list[str]:
+    """Each part of the claim: its estimate and its hypotheses with raw and Holm p."""
+    rows = []
+    for part in f.parts:
+        for h in part.hypotheses:
+            rows.append({"part": part.claim, "part verdict": part.verdict, "effect":
+                         part.effect, "95% CI": list(part.ci) if part.ci else None,
+                         "hypothesis": h.role, "test": h.test, "margin": h.margin,
+                         "p": h.p, "p (Holm)": h.p_adjusted})
+    return ["### Parts and tests", "", *sections.table_lines(rows), ""] if rows else []
+
+
+def warnings_of(findings: list[Finding]) -> list[dict]:
+    """The search-space warnings of every finding, each once (the ◆ JSON's top-level list)."""
+    seen, out = set(), []
+    for f in findings:
+        for w in f.search_space_warnings:
+            key = (w["study"], w["arm"], w["param"])
+            if key not in seen:
+                seen.add(key)
+                out.append(w)
+    return out
 
 
 def rule_lines(f: Finding, check: RuleCheck | None, out: Path, plot_dir: Path) -> list[str]:
@@ -77,9 +114,13 @@ def rule_lines(f: Finding, check: RuleCheck | None, out: Path, plot_dir: Path) -
         lines += ["### Plots", "", *[f"![{f.rule}: {Path(p).stem}]({p})" for p in links], ""]
     lines += ["### Verdict", "", f"**{f.verdict}.** {f.evidence}".rstrip(), ""]
     if f.verdict != "not_tested":
-        lines += [f"- metric `{f.metric}`; effect {effect_text(f)}; p = {_num(f.p_value)}, "
+        lines += [f"- decided by: {decided_by(f)}",
+                  f"- metric `{f.metric}`; effect {effect_text(f)}; p = {_num(f.p_value)}, "
                   f"Holm-adjusted p = {_num(f.p_adjusted)}; n = {list(f.n)}",
                   f"- method: {f.method or '—'}", ""]
+        if f.undecided_because:
+            lines += [f"- {f.undecided_because}", ""]
+        lines += parts_lines(f)
     if check is not None and check.literature:
         lines += ["### Literature", "", check.literature, ""]
     if f.caveats:
@@ -117,6 +158,7 @@ def write_rulebook_report(findings: list[Finding], context: ReportContext,
     lines += reproduce_lines({d.name: d.spec for d in ran}, trials, commands,
                              wall_s=context.wall_s)
     payload = {"study": name, "objective": context.objective, "device": devices(trials),
-               "created": created, "findings": [f.to_json() for f in findings]}
+               "created": created, "search_space_warnings": warnings_of(findings),
+               "findings": [f.to_json() for f in findings]}
     return write_report(out, md_path, json_path, plot_dir, "\n".join(lines), payload, ran,
                   context.storage_url)

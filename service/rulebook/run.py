@@ -27,8 +27,9 @@ from rich.markup import escape
 from service.report.files import ReportPaths, check_name
 from service.report.study import write_study_report
 from service.rulebook import registry
-from service.rulebook._base import Finding, RuleCheck, finalize
+from service.rulebook._base import Finding, RuleCheck
 from service.rulebook._base import not_tested as _not_tested
+from service.rulebook.decision import finalize
 from service.rulebook.report import ReportContext, write_rulebook_report
 from service.spec import load_spec, validate_spec
 from service.store.storage import describe, open_storage

@@ -12,11 +12,17 @@ decay shape.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service import records
 from service.rulebook import compare as cmp
+from service.rulebook import stats
 from service.rulebook._base import Finding, RuleCheck, not_tested
+from service.rulebook.decision import Part, rate_part
+from service.rulebook.describe import caveats, mean, pct, pp, protocol
+from service.rulebook.figures import decision_plot, study_plots
 from service.store.study_data import StudyData
 
 WARMUP_STUDY = "warmup-large-lr"
@@ -27,8 +33,52 @@ GRID_MATCH = 1.25  # a grid LR within this factor of m * L stands for m * L
 OTHER_SHAPES = ("step", "linear", "exponential")
 
 
-def _diverged(trial: Any) -> bool:
-    return bool(trial.user_attrs.get("diverged"))
+@dataclass
+class WarmupGrid:
+    """R10's study read as its grid: cells (lr, warmup) -> runs, the stable LR and the
+    grid LRs standing for 1x, 3x and 10x it."""
+
+    study: StudyData
+    cells: dict[tuple[float, float], cmp.ArmRuns]
+    lrs: list[float]
+    warmup: float
+    stable_lr: float | None
+    at: dict[int, float | None]
+
+    @property
+    def large(self) -> list[int]:
+        return [m for m in MULTIPLIERS[1:] if self.at[m] is not None
+                and (self.at[m], self.warmup) in self.cells]
+
+    @property
+    def where(self) -> str:
+        return " and ".join(f"{m}x ({self.at[m]:g})" for m in self.large)
+
+    def runs(self, warmup: float) -> list[Any]:
+        return [t for m in self.large for t in self.cells[self.at[m], warmup].runs]
+
+    def table(self, acc: cmp.RunValue) -> list[dict[str, Any]]:
+        names = {self.at[m]: f"{m}x" for m in MULTIPLIERS if self.at[m] is not None}
+        return [self.cells[k].row(acc, lr=k[0], warmup_epochs=k[1],
+                                  diverged=sum(map(records.diverged, self.cells[k].runs)),
+                                  multiplier=names.get(k[0], ""))
+                for k in sorted(self.cells)]
+
+
+def _grid_lr(lrs: list[float], target: float) -> float | None:
+    near = min(lrs, key=lambda lr: abs(math.log(lr / target)))
+    return near if abs(math.log(near / target)) <= math.log(GRID_MATCH) else None
+
+
+def _stable_lr(cells: dict[tuple[float, float], cmp.ArmRuns], acc: cmp.RunValue) -> float | None:
+    """The largest warmup-0 LR whose runs all stayed finite and ended within
+    STABLE_TOLERANCE of the best warmup-0 LR's mean."""
+    base = {lr: r for (lr, w), r in cells.items() if w == 0}
+    means = {lr: mean(r.values(acc)) for lr, r in base.items() if r.values(acc)}
+    best = max(means.values(), default=math.nan)
+    stable = [lr for lr, r in base.items() if r.runs and lr in means
+              and not any(map(records.diverged, r.runs)) and means[lr] >= best - STABLE_TOLERANCE]
+    return max(stable, default=None)
 
 
 class WarmupCheck(RuleCheck):
@@ -48,92 +98,88 @@ class WarmupCheck(RuleCheck):
     specs = (WARMUP_STUDY,)
     needs = ("lr", "warmup_epochs")
 
-    def check(self, studies: dict[str, StudyData | None], plot_dir: Any) -> Finding:
+    def load(self, studies: dict[str, StudyData | None]) -> Any:
         study = studies.get(WARMUP_STUDY)
         if study is None:
             return not_tested(self.rule, self.claim, f"the study {WARMUP_STUDY} did not run")
         cells = {(float(a.values["lr"]), float(a.values["warmup_epochs"])): cmp.arm_runs(study, a)
                  for a in study.arms if {"lr", "warmup_epochs"} <= set(a.values)}
-        lrs = sorted({lr for lr, _ in cells})
         warm = sorted({w for _, w in cells if w > 0})
         if not warm or not any(w == 0 for _, w in cells):
             return not_tested(self.rule, self.claim, f"study {study.name} needs lr x "
                               "warmup_epochs arms with warmup 0 and warmup > 0")
-        w = warm[0]
-        acc = cmp.final(study.metric)
-        base = {lr: cells[lr, 0.0] for lr in lrs if (lr, 0.0) in cells}
-        means = {lr: cmp.mean(r.values(acc)) for lr, r in base.items() if r.values(acc)}
-        best = max(means.values(), default=math.nan)
-        stable = [lr for lr, r in base.items() if r.runs and lr in means
-                  and not any(map(_diverged, r.runs)) and means[lr] >= best - STABLE_TOLERANCE]
-        caveats = cmp.caveats(study, list(cells.values()))
-        table = [cells[k].row(acc, lr=k[0], warmup_epochs=k[1],
-                              diverged=sum(map(_diverged, cells[k].runs)))
-                 for k in sorted(cells)]
-        if not stable:
-            return self._short(study, table, caveats, "no grid LR trains stably without "
-                               "warmup: move the lr grid down")
-        stable_lr = max(stable)
-        at = {m: self._grid_lr(lrs, stable_lr * m) for m in MULTIPLIERS}
-        large = [m for m in MULTIPLIERS[1:] if at[m] is not None and (at[m], w) in cells]
-        for row in table:
-            row["multiplier"] = next((f"{m}x" for m in MULTIPLIERS if at[m] == row["lr"]), "")
-        if not large:
-            return self._short(study, table, caveats, f"the largest stable LR without warmup "
-                               f"is {stable_lr:g}, the top of the grid: extend the lr grid "
-                               "upward to reach 3x and 10x it")
-        none_runs = [t for m in large for t in cells[at[m], 0.0].runs]
-        warm_runs = [t for m in large for t in cells[at[m], w].runs]
-        k = (sum(map(_diverged, warm_runs)), sum(map(_diverged, none_runs)))
-        n = (len(warm_runs), len(none_runs))
-        where = " and ".join(f"{m}x ({at[m]:g})" for m in large)
-        parts = [cmp.welch_part(f"final val accuracy at {where}", study.metric,
-                                [v for v in map(acc, warm_runs) if v is not None],
-                                [v for v in map(acc, none_runs) if v is not None], +1)]
+        lrs = sorted({lr for lr, _ in cells})
+        stable = _stable_lr(cells, cmp.final(study.metric))
+        at = {m: None if stable is None else _grid_lr(lrs, stable * m) for m in MULTIPLIERS}
+        grid = WarmupGrid(study, cells, lrs, warm[0], stable, at)
+        if stable is None:
+            return self._short(grid, "no grid LR trains stably without warmup: move the lr "
+                                     "grid down")
+        if not grid.large:
+            return self._short(grid, f"the largest stable LR without warmup is {stable:g}, the "
+                                     "top of the grid: extend the lr grid upward to reach 3x "
+                                     "and 10x it")
+        return grid
+
+    def estimate(self, grid: WarmupGrid) -> list[Part]:
+        acc = cmp.final(grid.study.metric)
+        warm, none = grid.runs(grid.warmup), grid.runs(0.0)
+        values = [[v for v in map(acc, runs) if v is not None] for runs in (warm, none)]
+        parts = [cmp.two_sample_part(
+            f"final val accuracy higher at {grid.where}", grid.study.metric,
+            {f"warmup {grid.warmup:g}": values[0]}, {"warmup 0": values[1]}, claimed_sign=+1,
+            margin=cmp.ACCURACY_MARGIN)]
+        k = (sum(map(records.diverged, warm)), sum(map(records.diverged, none)))
+        n = (len(warm), len(none))
         if sum(k):
-            parts.append(cmp.proportion_part(f"divergence rate at {where}", "divergence_rate",
-                                             k, n, -1))
-        else:
-            caveats.append(f"no run diverged at {where} with or without warmup: the divergence "
-                           "half of the claim is untestable here, the test rests on accuracy")
-        caveats.append("runs at 3x and 10x are pooled, so the accuracy sd includes the spread "
-                       "between the two rates (a conservative Welch test)")
-        decision = cmp.decide(parts)
-        acc_part = parts[0]
+            parts.append(_rate_part(f"divergence rate lower at {grid.where}", k, n,
+                                    (f"warmup {grid.warmup:g}", "warmup 0")))
+        return parts
+
+    def describe(self, grid: WarmupGrid, parts: list[Part]) -> Finding:
+        study, w = grid.study, grid.warmup
+        warm, none = grid.runs(w), grid.runs(0.0)
+        k = (sum(map(records.diverged, warm)), sum(map(records.diverged, none)))
+        (va, vb) = parts[0].samples.values()
+        extra = ["runs at 3x and 10x are pooled, so the accuracy sd includes the spread "
+                 "between the two rates (a conservative Welch test)"]
+        if not sum(k):
+            extra.append(f"no run diverged at {grid.where} with or without warmup: the "
+                         "divergence half of the claim is untestable here, the test rests on "
+                         "accuracy")
         evidence = (
-            f"The largest LR stable without warmup was {stable_lr:g}; at {where}, "
-            f"warmup over {w:g} epoch{'s' if w != 1 else ''} diverged in {k[0]}/{n[0]} runs vs "
-            f"{k[1]}/{n[1]} without "
-            f"and ended at {cmp.pct(cmp.mean(acc_part.a))} vs {cmp.pct(cmp.mean(acc_part.b))} "
-            f"({cmp.pp(acc_part.effect)}).")
-        plots = []
-        if plot_dir is not None:
-            plots.append(self._bars(Path(plot_dir), cells, lrs, w, acc, at))
-            plots += cmp.plots(plot_dir, self.rule, study,
-                               [cells[at[m], x] for m in large for x in (0.0, w)],
-                               f"R10: no warmup vs {w:g} warmup epochs", isolation=False)
-        return cmp.finding(
-            self, decision, evidence=evidence,
-            protocol=cmp.protocol(study, (
+            f"The largest LR stable without warmup was {grid.stable_lr:g}; at {grid.where}, "
+            f"warmup over {w:g} epoch{'s' if w != 1 else ''} diverged in {k[0]}/{len(warm)} runs "
+            f"vs {k[1]}/{len(none)} without and ended at {pct(mean(va))} vs {pct(mean(vb))} "
+            f"({pp(parts[0].effect)}).")
+        finding = Finding(
+            rule=self.rule, claim=self.claim, parts=parts, evidence=evidence,
+            method="; ".join(f"{p.claim}: {p.test}" for p in parts),
+            protocol=protocol(study, (
                 f"The stable LR is the largest grid LR whose warmup-0 runs all stayed finite "
                 f"and ended within {STABLE_TOLERANCE * 100:g} pp of the best warmup-0 LR. "
-                f"Compared warmup {w:g} vs 0 at {where}, runs pooled: final val accuracy by "
-                "Welch t-test (TOST margin "
-                f"{cmp.ACCURACY_MARGIN * 100:g} pp), divergence by Fisher's exact test; both "
-                "must hold (intersection-union test).")),
-            table=table, plots=plots, caveats=caveats, studies=[study.name])
+                f"Compared warmup {w:g} vs 0 at {grid.where}, runs pooled: final val accuracy "
+                f"by Welch t-tests (TOST margin {cmp.ACCURACY_MARGIN * 100:g} pp), divergence "
+                "by one-sided Fisher exact tests; both must hold (intersection-union).")),
+            table=grid.table(cmp.final(study.metric)),
+            caveats=caveats(study, list(grid.cells.values())) + extra, studies=[study.name])
+        return cmp.guard_edges(finding, [study], [])
 
-    @staticmethod
-    def _grid_lr(lrs: list[float], target: float) -> float | None:
-        near = min(lrs, key=lambda lr: abs(math.log(lr / target)))
-        return near if abs(math.log(near / target)) <= math.log(GRID_MATCH) else None
+    def plot(self, grid: WarmupGrid, finding: Finding, plot_dir: Any) -> list[str]:
+        acc = cmp.final(grid.study.metric)
+        arms = [grid.cells[grid.at[m], x].arm for m in grid.large for x in (0.0, grid.warmup)]
+        return (decision_plot(finding, plot_dir)
+                + [self._bars(Path(plot_dir), grid.cells, grid.lrs, grid.warmup, acc, grid.at)]
+                + study_plots(plot_dir, self.rule, grid.study, arms,
+                              f"R10: no warmup vs {grid.warmup:g} warmup epochs",
+                              isolation=False))
 
-    def _short(self, study: StudyData, table: list[dict[str, Any]], caveats: list[str],
-               why: str) -> Finding:
+    def _short(self, grid: WarmupGrid, why: str) -> Finding:
+        study = grid.study
         return Finding(rule=self.rule, claim=self.claim, verdict="inconclusive",
                        metric=study.metric, evidence=why, more_needed=why,
-                       protocol=cmp.protocol(study, ""), table=table, caveats=caveats,
-                       studies=[study.name])
+                       protocol=protocol(study, ""), table=grid.table(cmp.final(study.metric)),
+                       caveats=caveats(study, list(grid.cells.values())), studies=[study.name])
 
     def _bars(self, folder: Path, cells: dict[tuple[float, float], cmp.ArmRuns],
               lrs: list[float], w: float, acc: cmp.RunValue,
@@ -146,12 +192,12 @@ class WarmupCheck(RuleCheck):
         xs = range(len(lrs))
         for shift, warmup, color in ((-0.2, 0.0, "tab:red"), (0.2, w, "tab:blue")):
             runs = [cells.get((lr, warmup)) for lr in lrs]
-            rate = [sum(map(_diverged, r.runs)) / len(r.runs) if r and r.runs else 0.0
+            rate = [sum(map(records.diverged, r.runs)) / len(r.runs) if r and r.runs else 0.0
                     for r in runs]
-            mean = [cmp.mean(r.values(acc)) if r else math.nan for r in runs]
+            means = [mean(r.values(acc)) if r else math.nan for r in runs]
             label = f"warmup {warmup:g} epoch{'' if warmup == 1 else 's'}"
             top.bar([x + shift for x in xs], rate, width=0.4, color=color, label=label)
-            bottom.bar([x + shift for x in xs], mean, width=0.4, color=color, label=label)
+            bottom.bar([x + shift for x in xs], means, width=0.4, color=color, label=label)
         names = {at[m]: f"\n{m}x" for m in MULTIPLIERS if at[m] is not None}
         for ax, ylabel in ((top, "divergence rate"), (bottom, "mean final val accuracy")):
             ax.set_xticks(list(xs), [f"{lr:g}{names.get(lr, '')}" for lr in lrs])
@@ -164,6 +210,19 @@ class WarmupCheck(RuleCheck):
         folder.mkdir(parents=True, exist_ok=True)
         fig.savefig(folder / "R10-divergence.png", dpi=100)
         return f"{folder.name}/R10-divergence.png"
+
+
+def _rate_part(claim: str, k: tuple[int, int], n: tuple[int, int],
+               labels: tuple[str, str]) -> Part:
+    """Rate a minus rate b, claimed lower: one-sided Fisher exact tests each way."""
+    lower = stats.proportion_diff(k[0], n[0], k[1], n[1], alternative="less")
+    higher = stats.proportion_diff(k[0], n[0], k[1], n[1], alternative="greater")
+    shown = stats.proportion_diff(k[0], n[0], k[1], n[1])
+    return rate_part(claim, "divergence_rate", lower.p_value, higher.p_value, shown.effect,
+                     shown.ci, n, claimed_sign=-1, test="fisher",
+                     method="one-sided Fisher exact tests, Newcombe-Wilson interval",
+                     samples={labels[0]: [1.0] * k[0] + [0.0] * (n[0] - k[0]),
+                              labels[1]: [1.0] * k[1] + [0.0] * (n[1] - k[1])})
 
 
 class CosineCheck(RuleCheck):
@@ -184,7 +243,10 @@ class CosineCheck(RuleCheck):
     specs = (DECAY_STUDY,)
     needs = ("decay", "lr")
 
-    def check(self, studies: dict[str, StudyData | None], plot_dir: Any) -> Finding:
+    study, arms, title = DECAY_STUDY, ({"decay": "cosine"}, {"decay": "constant"}), \
+        "R11: decay shapes, peak LR tuned"
+
+    def load(self, studies: dict[str, StudyData | None]) -> Any:
         got = cmp.load_pair(self, studies, DECAY_STUDY, {"decay": "cosine"},
                             {"decay": "constant"})
         if isinstance(got, Finding):
@@ -193,45 +255,46 @@ class CosineCheck(RuleCheck):
         acc = cmp.final(study.metric)
         others = [cmp.arm_runs(study, a) for s in OTHER_SHAPES
                   if (a := cmp.find_arm(study, decay=s)) is not None]
-        others = [r for r in others if r.best is not None and len(r.values(acc)) > 1]
-        parts = [cmp.welch_part("cosine vs constant", study.metric, cos.values(acc),
-                                const.values(acc), +1)]
-        caveats = cmp.caveats(study, [cos, const, *others])
-        rival = None
-        if others:
-            # Chosen on the tuning trials, tested on fresh seeds: no winner's curse in the test.
-            sign = 1 if study.direction == "maximize" else -1
-            rival = max(others, key=lambda r: sign * r.best.value)  # type: ignore[union-attr]
-            parts.append(cmp.welch_part(f"cosine vs the best other shape ({rival.label})",
-                                        study.metric, cos.values(acc), rival.values(acc), +1,
-                                        difference=False))
-        else:
-            caveats.append("no step/linear/exponential arm with seed runs: only the comparison "
-                           "with a constant LR was tested")
-        rows = [cos, const, *others]
-        evidence = (
-            f"Cosine ended at {cmp.pct(cmp.mean(cos.values(acc)))}, constant at "
-            f"{cmp.pct(cmp.mean(const.values(acc)))} ({cmp.pp(parts[0].effect)})"
-            + (f", the best other shape by tuning, {rival.label}, at "
-               f"{cmp.pct(cmp.mean(rival.values(acc)))} ({cmp.pp(parts[1].effect)})"
-               if rival else "") + f"; {len(cos.values(acc))} seeds per arm.")
-        plots = cmp.plots(plot_dir, self.rule, study, rows, "R11: decay shapes, peak LR tuned")
-        if plot_dir is not None:
-            from service.report.plots import lr_schedule_plot
+        return study, cos, const, [r for r in others if len(r.values(acc)) > 1]
 
-            shapes = {r.label: r.best.params for r in rows if r.best is not None}
-            path = lr_schedule_plot(shapes, Path(plot_dir) / "R11-schedules.png",
-                                    title="R11: each shape at its tuned peak LR")
-            plots.append(f"{Path(plot_dir).name}/{path.name}")
-        return cmp.finding(
-            self, cmp.decide(parts), evidence=evidence,
-            protocol=cmp.protocol(study, (
-                "Compared cosine vs constant on seed re-runs (Welch t-test, TOST margin "
-                f"{cmp.ACCURACY_MARGIN * 100:g} pp) and cosine vs the best other shape, picked "
-                "by its best tuning trial, by a one-sided non-inferiority Welch test at "
-                f"{cmp.ACCURACY_MARGIN * 100:g} pp; both must hold (intersection-union test).")),
-            table=[r.row(acc) for r in rows], plots=plots, caveats=caveats,
-            studies=[study.name])
+    def estimate(self, loaded: Any) -> list[Part]:
+        study, cos, const, others = loaded
+        acc = cmp.final(study.metric)
+        # Every other shape is a part of its own: no shape is picked by its tuning luck.
+        return [cmp.pair_part("cosine above constant", study.metric, cos, const, acc,
+                              claimed_sign=+1)] + [
+            cmp.pair_part(f"cosine no worse than {r.label}", study.metric, cos, r, acc,
+                          claimed_sign=+1, noninferior=True) for r in others]
+
+    def describe(self, loaded: Any, parts: list[Part]) -> Finding:
+        study, cos, const, others = loaded
+        acc = cmp.final(study.metric)
+        rest = "".join(f", {p.claim[len('cosine no worse than '):]} {pp(-p.effect)} against "
+                       "cosine" for p in parts[1:])
+        evidence = (f"Cosine ended at {pct(mean(cos.values(acc)))}, constant at "
+                    f"{pct(mean(const.values(acc)))} ({pp(parts[0].effect)}){rest}; "
+                    f"{len(cos.values(acc))} seeds per arm.")
+        extra = [] if others else ["no step/linear/exponential arm with seed runs: only the "
+                                   "comparison with a constant LR was tested"]
+        return cmp.pair_finding(
+            self, study, [cos, const, *others], parts, evidence=evidence, extra_caveats=extra,
+            how=("Compared cosine vs constant on seed re-runs (Welch t-tests, TOST margin "
+                 f"{cmp.ACCURACY_MARGIN * 100:g} pp) and cosine vs each other shape by one-sided "
+                 f"non-inferiority Welch tests at {cmp.ACCURACY_MARGIN * 100:g} pp; every part "
+                 "must hold (intersection-union)."),
+            table=[r.row(acc) for r in (cos, const, *others)])
+
+    def plot(self, loaded: Any, finding: Finding, plot_dir: Any) -> list[str]:
+        from service.report.plots import lr_schedule_plot
+
+        study, cos, const, others = loaded
+        rows = [cos, const, *others]
+        shapes = {r.label: r.runs[0].params for r in rows if r.runs}
+        path = lr_schedule_plot(shapes, Path(plot_dir) / "R11-schedules.png",
+                                title="R11: each shape at its chosen peak LR")
+        return (decision_plot(finding, plot_dir)
+                + study_plots(plot_dir, self.rule, study, [r.arm for r in rows], self.title)
+                + [f"{Path(plot_dir).name}/{path.name}"])
 
 
 CHECKS: list[RuleCheck] = [WarmupCheck(), CosineCheck()]

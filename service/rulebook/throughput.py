@@ -8,27 +8,20 @@ intermediate value and epoch 1 (warm-up) can be left out.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
+from service import records
 from service.rulebook import stats
 from service.rulebook._base import Finding, RuleCheck, not_tested
-from service.rulebook._batch_data import (
-    arms_by_batch,
-    batch_axis,
-    describe_budget,
-    devices,
-    fill,
-    fmt_ci,
-    fmt_p,
-    plot_file,
-    save_plot,
-    standard_caveats,
-    t_estimate,
-)
+from service.rulebook._batch_data import arms_by_batch, plot_file
+from service.rulebook.decision import Hypothesis, Part, t_part
+from service.rulebook.describe import describe_budget, fmt_ci, standard_caveats
+from service.rulebook.figures import batch_axis, decision_plot, save_plot
 from service.store.study_data import StudyData
 
 R1_PAIRS = ((32, 30), (64, 60), (128, 100), (128, 120), (256, 250))
@@ -45,7 +38,7 @@ def _trial_throughput(t: FrozenTrial, per_epoch: bool) -> float | None:
         vals = [v for e, v in sorted(t.intermediate_values.items()) if e >= 2]
     else:
         vals = [t.user_attrs.get("samples_per_s")]
-    logs = [math.log(v) for v in vals if isinstance(v, int | float) and math.isfinite(v) and v > 0]
+    logs = [math.log(v) for v in vals if records.finite(v) and v > 0]
     return float(np.median(logs)) if logs else None
 
 
@@ -67,7 +60,7 @@ class PowerOfTwoThroughput(RuleCheck):
     specs = ("r1_throughput",)
     needs = ("batch_size",)
 
-    def check(self, studies: dict[str, StudyData | None], plot_dir: Any) -> Finding:
+    def load(self, studies: dict[str, StudyData | None]) -> Any:
         study = studies.get("r1_throughput")
         if study is None:
             return not_tested(self.rule, self.claim, "the r1_throughput study did not run")
@@ -75,93 +68,137 @@ class PowerOfTwoThroughput(RuleCheck):
         points = [(b, y) for b, arm in arms_by_batch(study)
                   for t in arm.trials if t.state == TrialState.COMPLETE
                   if (y := _trial_throughput(t, per_epoch)) is not None]
-        f = Finding(rule=self.rule, claim=self.claim, metric="samples_per_s",
+        return Timings(study, np.array([p[0] for p in points], dtype=float),
+                       np.array([p[1] for p in points]), per_epoch)
+
+    def estimate(self, data: Timings) -> list[Part]:
+        fit = data.fit()
+        claim = "power-of-two bonus over the size trend"
+        if fit is None:
+            return [Part(claim, "log samples/s", "too few timings", math.nan, None,
+                         data.n, [Hypothesis("support", "ols", None)])]
+        effect, se = fit.coef(3)
+        return [t_part(claim, "log samples/s", effect, se, fit.df, claimed_sign=+1,
+                       margin=R1_MARGIN, test="ols", n=data.n,
+                       method="OLS of log samples/s on a quadratic in log2(batch) plus a "
+                              "power-of-two indicator; effect = the indicator's coefficient "
+                              f"(log ratio), t with df={fit.df}",
+                       samples={"power of two": list(data.y[data.pow2 == 1] - data.trend()[
+                           data.pow2 == 1]), "other": list(data.y[data.pow2 == 0]
+                                                          - data.trend()[data.pow2 == 0])})]
+
+    def describe(self, data: Timings, parts: list[Part]) -> Finding:
+        study, part = data.study, parts[0]
+        f = Finding(rule=self.rule, claim=self.claim, parts=parts, method=part.test,
                     studies=[study.name], caveats=standard_caveats([study]))
         f.protocol = (f"{describe_budget(study)}. Each run (1 + seeds per batch size) is one "
                       "timing; its throughput is the median samples/s over epochs 2.. (epoch 1 "
                       "is warm-up). Nothing is tuned: throughput does not depend on the LR.")
-        if not per_epoch:
+        if not data.per_epoch:
             f.caveats.append("the study metric is not samples_per_s, so only each run's last "
                              "epoch was timed (warm-up cannot be excluded when epochs=1)")
-        b = np.array([p[0] for p in points], dtype=float)
-        y = np.array([p[1] for p in points])
-        pow2 = np.array([_is_pow2(int(v)) for v in b], dtype=float)
-        if len(set(b[pow2 == 1])) < 2 or len(set(b[pow2 == 0])) < 2 or len(b) < 7:
-            f.evidence = (f"too few timings to compare ({len(b)} runs over "
-                          f"{len(set(b))} batch sizes; need 2+ powers, 2+ non-powers, 7+ runs)")
+        if part.ci is None:
+            f.evidence = (f"too few timings to compare ({len(data.b)} runs over "
+                          f"{len(set(data.b))} batch sizes; need 2+ powers, 2+ non-powers, "
+                          "7+ runs)")
             return f
-        # log thr = a + b1 x + b2 x^2 + delta [power of two]: the quadratic in x = log2(batch)
-        # is the smooth size trend (rise, then saturation); delta is what powers add on top.
-        x = np.log2(b) - np.log2(b).mean()
-        design = np.column_stack([np.ones_like(x), x, x**2, pow2])
-        beta, *_ = np.linalg.lstsq(design, y, rcond=None)
-        df = len(y) - design.shape[1]
-        resid_sd = float(np.sqrt(np.sum((y - design @ beta) ** 2) / df))
-        cov = resid_sd**2 * np.linalg.pinv(design.T @ design)
-        est = t_estimate(float(beta[3]), float(np.sqrt(cov[3, 3])), df, R1_MARGIN,
-                          "OLS of log samples/s on a quadratic in log2(batch) plus a "
-                          "power-of-two indicator; effect = indicator's coefficient (log ratio)")
-        fill(f, est)
-        f.claimed_sign = +1
-        f.n = [int(pow2.sum()), int(len(pow2) - pow2.sum())]
-
-        def trend(v: float) -> float:
-            xv = math.log2(v) - np.log2(b).mean()
-            return float(beta[1] * xv + beta[2] * xv**2)
-
-        raw_logs = []
-        for hi, lo in R1_PAIRS:
-            yh, yl = y[b == hi], y[b == lo]
-            if len(yh) == 0 or len(yl) == 0:
-                continue
-            raw = float(yh.mean() - yl.mean())
-            raw_logs.append(raw)
-            ci = stats.ratio_ci(np.exp(yh), np.exp(yl)) if min(len(yh), len(yl)) > 1 else None
-            w = stats.welch(yh, yl)
-            f.table.append({
-                "pair": f"{hi} vs {lo}", "samples/s (2^k)": round(float(np.exp(yh).mean()), 1),
-                "samples/s (other)": round(float(np.exp(yl).mean()), 1),
-                "ratio": round(math.exp(raw), 4),
-                "ratio 95% CI": None if ci is None or not math.isfinite(ci.low)
-                else [round(ci.low, 4), round(ci.high, 4)],
-                "Welch p (log)": None if w.p_value is None else round(w.p_value, 4),
-                "size-adjusted ratio": round(math.exp(raw - (trend(hi) - trend(lo))), 4),
-                "both multiples of 8": lo % 8 == 0, "runs": [len(yh), len(yl)]})
-        pct = 100 * (math.exp(est.effect) - 1)
-        ci_pct = None if est.ci is None else tuple(100 * (math.exp(c) - 1) for c in est.ci)
-        raw_txt = (f"; the raw mean ratio over {len(raw_logs)} pairs is "
-                   f"{math.exp(np.mean(raw_logs)):.3f}, which includes the larger batch's "
-                   "own advantage" if raw_logs else "")
-        f.evidence = (f"Power-of-two batch sizes ran {pct:+.1f}% (95% CI {fmt_ci(ci_pct, 1, 1)}%,"
-                      f" {fmt_p(est.p)}) faster than the smooth size trend through the "
+        f.table = data.pair_rows()
+        raw = [math.log(row["ratio"]) for row in f.table]
+        pct = 100 * (math.exp(part.effect) - 1)
+        ci_pct = tuple(100 * (math.exp(c) - 1) for c in part.ci)
+        raw_txt = (f"; the raw mean ratio over {len(raw)} pairs is {math.exp(np.mean(raw)):.3f}, "
+                   "which includes the larger batch's own advantage" if raw else "")
+        f.evidence = (f"Power-of-two batch sizes ran {pct:+.1f}% (95% CI "
+                      f"{fmt_ci(ci_pct, 1, 1)}%) faster than the smooth size trend through the "
                       f"non-powers predicts{raw_txt}.")
-        found = devices([study])
-        if not any(d != "cpu" for d in found):
+        if not any(d != "cpu" for d in study.devices()):
             f.caveats.append("measured on CPU: the blog's claim is about GPUs, so this finding "
                              "does not speak for a GPU; run the full budget on one")
         if study.spec.get("budget", {}).get("max_concurrent", 1) > 1:
             f.caveats.append("runs shared the machine with concurrent trials: contention adds "
                              "noise (arms are interleaved, so it does not bias one arm)")
         f.caveats.append(f"equivalence margin: +-3% throughput (log {R1_MARGIN:.4f})")
-        if est.p is not None and est.p >= 0.05 and not est.equivalent:
-            n = stats.seeds_needed(est.effect, resid_sd, resid_sd)
-            if n:
-                f.more_needed = (f"about {n} timing runs per batch size would detect a "
-                                 f"{pct:+.1f}% power-of-two effect (80% power)")
+        return f
+
+    def plot(self, data: Timings, finding: Finding, plot_dir: Any) -> list[str]:
+        fit = data.fit()
+        if fit is None:
+            return []
+        b, y, pow2 = data.b, data.y, data.pow2
         fig = Figure(figsize=(6.4, 4))
         ax = fig.add_subplot()
         for flag, color, label in ((1, "tab:red", "power of two"), (0, "tab:blue", "other")):
             ax.scatter(b[pow2 == flag], np.exp(y[pow2 == flag]), c=color, s=14, label=label)
         grid = np.geomspace(b.min(), b.max(), 100)
-        smooth = np.exp(beta[0] + np.array([trend(g) for g in grid]))
+        smooth = np.exp(fit.beta[0] + data.trend(grid))
         ax.plot(grid, smooth, "k-", lw=1, label="size trend (non-power)")
-        ax.plot(grid, smooth * math.exp(beta[3]), "k--", lw=1, label="trend x power bonus")
+        ax.plot(grid, smooth * math.exp(fit.beta[3]), "k--", lw=1, label="trend x power bonus")
         batch_axis(ax, b)
         ax.set(ylabel="samples/s (median of epochs 2..)",
-               title=f"R1 throughput on {', '.join(found) or '?'}")
+               title=f"R1 throughput on {', '.join(data.study.devices()) or '?'}")
         ax.legend(fontsize=8)
-        save_plot(fig, plot_dir, plot_file("R1", study), f)
-        return f
+        return decision_plot(finding, plot_dir) + save_plot(
+            fig, plot_dir, plot_file("R1", data.study), finding)
+
+
+@dataclass
+class Timings:
+    """R1's timings: batch size and log samples/s per run."""
+
+    study: StudyData
+    b: np.ndarray
+    y: np.ndarray
+    per_epoch: bool
+
+    @property
+    def pow2(self) -> np.ndarray:
+        return np.array([_is_pow2(int(v)) for v in self.b], dtype=float)
+
+    @property
+    def n(self) -> list[int]:
+        return [int(self.pow2.sum()), int(len(self.b) - self.pow2.sum())]
+
+    def _x(self, b: np.ndarray) -> np.ndarray:
+        return np.log2(b) - np.log2(self.b).mean()
+
+    def fit(self) -> stats.LeastSquares | None:
+        """log thr = a + b1 x + b2 x^2 + delta [power of two], x = centred log2(batch): the
+        quadratic is the smooth size trend (rise, then saturation), delta what powers add."""
+        pow2 = self.pow2
+        if len(set(self.b[pow2 == 1])) < 2 or len(set(self.b[pow2 == 0])) < 2 or len(self.b) < 7:
+            return None
+        x = self._x(self.b)
+        return stats.least_squares(np.column_stack([np.ones_like(x), x, x**2, pow2]), self.y)
+
+    def trend(self, b: np.ndarray | None = None) -> np.ndarray:
+        """The smooth size trend (without intercept) at batch sizes `b` (default: the runs')."""
+        fit = self.fit()
+        x = self._x(self.b if b is None else np.asarray(b, dtype=float))
+        return np.zeros_like(x) if fit is None else fit.beta[1] * x + fit.beta[2] * x**2
+
+    def pair_rows(self) -> list[dict[str, Any]]:
+        """The raw ratio of each 2^k to its neighbour, and the ratio with the trend removed."""
+        rows = []
+        b, y = self.b, self.y
+        for hi, lo in R1_PAIRS:
+            yh, yl = y[b == hi], y[b == lo]
+            if len(yh) == 0 or len(yl) == 0:
+                continue
+            raw = float(yh.mean() - yl.mean())
+            ci = stats.ratio_ci(np.exp(yh), np.exp(yl)) if min(len(yh), len(yl)) > 1 else None
+            w = stats.welch(yh, yl)
+            step = float(np.diff(self.trend(np.array([lo, hi], dtype=float)))[0])
+            rows.append({
+                "pair": f"{hi} vs {lo}", "samples/s (2^k)": round(float(np.exp(yh).mean()), 1),
+                "samples/s (other)": round(float(np.exp(yl).mean()), 1),
+                "ratio": round(math.exp(raw), 4),
+                "ratio 95% CI": None if ci is None or not math.isfinite(ci.low)
+                else [round(ci.low, 4), round(ci.high, 4)],
+                "Welch p (log, descriptive)": None if w.p_value is None
+                else round(w.p_value, 4),
+                "size-adjusted ratio": round(math.exp(raw - step), 4),
+                "both multiples of 8": lo % 8 == 0, "runs": [len(yh), len(yl)]})
+        return rows
 
 
 CHECKS: list[RuleCheck] = [PowerOfTwoThroughput()]

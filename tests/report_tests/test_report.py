@@ -26,6 +26,7 @@ from service.report import notes
 from service.report.files import ReportNameError, check_name
 from service.report.study import write_study_report
 from service.rulebook import Finding, RuleCheck, finalize, registry
+from service.rulebook.decision import Hypothesis, Part
 from service.rulebook.report import ReportContext, write_rulebook_report
 from service.rulebook.run import report_study, rulebook_name, slug, study_name
 from service.spec import validate_spec
@@ -33,9 +34,10 @@ from service.store.study_data import StudyData, load_study_data
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-TOP_KEYS = {"study", "objective", "device", "created", "findings"}
+TOP_KEYS = {"study", "objective", "device", "created", "search_space_warnings", "findings"}
 FINDING_KEYS = {"rule", "claim", "verdict", "metric", "effect", "ci", "p_value", "p_adjusted",
-                "n", "method", "evidence"}
+                "n", "method", "evidence", "decision", "parts"}
+OPTIONAL_KEYS = {"undecided_because", "selection"}
 VERDICTS = {"supported", "contradicted", "inconclusive", "not_tested"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -109,10 +111,13 @@ def headings(markdown: str, level: int = 2) -> list[str]:
 def assert_findings_json(path: Path) -> dict[str, Any]:
     payload = json.loads(path.read_text())
     assert set(payload) == TOP_KEYS
-    assert all(isinstance(payload[k], str) for k in TOP_KEYS - {"findings"})
+    assert all(isinstance(payload[k], str)
+               for k in TOP_KEYS - {"findings", "search_space_warnings"})
+    for w in payload["search_space_warnings"]:
+        assert set(w) == {"study", "arm", "param", "edge", "best", "range"}
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", payload["created"])
     for f in payload["findings"]:
-        assert set(f) == FINDING_KEYS
+        assert FINDING_KEYS <= set(f) <= FINDING_KEYS | OPTIONAL_KEYS
         assert f["verdict"] in VERDICTS
         for key in ("effect", "p_value", "p_adjusted"):
             assert f[key] is None or isinstance(f[key], float)
@@ -276,10 +281,13 @@ class FakeCheck(RuleCheck):
         assert data is not None
         plot = plots.isolation_plot(data.arms, Path(plot_dir) / f"{self.rule}_iso.png",
                                     metric=data.metric, direction=data.direction)
+        part = Part(self.claim, data.metric, "Welch t-test", self.effect,
+                    (self.effect - 0.01, self.effect + 0.01), [3, 3],
+                    [Hypothesis("support", "welch", self.p),
+                     Hypothesis("against", "welch", 1 - self.p)])
         return Finding(
-            rule=self.rule, claim=self.claim, metric=data.metric, effect=self.effect,
-            ci=(self.effect - 0.01, self.effect + 0.01), p_value=self.p, n=[3, 3],
-            method="Welch t-test", evidence=f"effect {self.effect}", claimed_sign=1,
+            rule=self.rule, claim=self.claim, parts=[part],
+            method="Welch t-test", evidence=f"effect {self.effect}",
             protocol="weight decay on/off; lr tuned per arm",
             table=[{"arm": a.label, "n": len(a.seeds())} for a in data.arms],
             plots=[str(plot)], caveats=["a toy check"], more_needed="4 more seeds per arm")
@@ -302,8 +310,10 @@ def test_rulebook_report_structure_and_json(sqlite_url, tmp_path):
     md = paths.markdown.read_text()
     assert headings(md) == ["Verdicts", "R13", "R14", "R12", "Studies", "Reproduce"]
     verdicts = md.split("## Verdicts", 1)[1].split("\n## ", 1)[0]
-    assert "| rule | claim | verdict | effect [95% CI] | p (Holm) |" in verdicts
-    assert "| [R13](#r13) | the second arm is better | **supported** | 0.05 [0.04, 0.06] |" in md
+    assert "| rule | claim | verdict | decided by | effect [95% CI] | p (Holm) |" in verdicts
+    assert ("| [R13](#r13) | the second arm is better | **supported** | welch (p 0.001, Holm "
+            "0.004) | 0.05 [0.04, 0.06] |") in md
+    assert "one Holm family of m = 4 hypotheses" in verdicts
     r13 = md.split("## R13", 1)[1].split("\n## ", 1)[0]
     for text in (FakeCheck.blog_zh, FakeCheck.blog_en, "### Protocol", "### Evidence",
                  "### Plots", "### Verdict", "### Literature", "arXiv:1711.05101",

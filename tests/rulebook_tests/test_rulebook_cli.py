@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.report import plots
-from service.rulebook import Finding, RuleCheck, registry, stats
+from service.rulebook import Finding, RuleCheck, registry
+from service.rulebook.decision import two_sample_part
 from service.rulebook import run as rulebook_run
 from service.store.study_data import StudyData
 
@@ -58,13 +59,12 @@ class SeedMeanCheck(RuleCheck):
         data = studies[self.specs[0]]
         assert data is not None
         off, on = ([t.value for t in arm.seeds()] for arm in (data.arms[0], data.arms[-1]))
-        test = stats.welch(on, off)
+        part = two_sample_part("the regularized arm ends better", data.metric, {"on": on},
+                               {"off": off}, claimed_sign=1, margin=None)
         plot = plots.isolation_plot(data.arms, Path(plot_dir) / f"{self.rule}.png",
                                     metric=data.metric, direction=data.direction)
-        return Finding(rule=self.rule, claim=self.claim, metric=data.metric,
-                       effect=test.effect, ci=test.ci, p_value=test.p_value,
-                       n=list(test.n), method=test.method, claimed_sign=1,
-                       evidence=f"weight decay changes val accuracy by {test.effect:.3f}",
+        return Finding(rule=self.rule, claim=self.claim, parts=[part], method=part.test,
+                       evidence=f"weight decay changes val accuracy by {part.effect:.3f}",
                        plots=[str(plot)])
 
 
@@ -98,15 +98,19 @@ def test_rulebook_command_writes_one_combined_report(rulebook, tmp_path):
     assert result.output.count("trials run in") == 1  # a spec two rules share runs once
 
     payload = json.loads((out / f"{REPORT}.json").read_text())
-    assert set(payload) == {"study", "objective", "device", "created", "findings"}
+    assert set(payload) == {"study", "objective", "device", "created", "search_space_warnings",
+                            "findings"}
     assert payload["study"] == REPORT and payload["objective"] == OBJECTIVE
     assert payload["device"] == "cpu"
     found = {f["rule"]: f for f in payload["findings"]}
     assert list(found) == ["R10", "R11", "R12", "R13", "R14"]
     assert found["R13"]["verdict"] == "supported" and found["R13"]["effect"] > 0.03
     assert found["R10"]["verdict"] == "supported"
-    assert found["R13"]["p_adjusted"] == pytest.approx(2 * max(found["R13"]["p_value"],
-                                                               found["R10"]["p_value"]))
+    # One Holm family of 4 hypotheses (support and against for each rule's one part): the
+    # larger support p of the two is adjusted by 3 (Holm's second step) at least.
+    assert found["R13"]["decision"]["test"] == "welch"
+    assert found["R13"]["p_adjusted"] >= 3 * min(found["R13"]["p_value"],
+                                                 found["R10"]["p_value"])
     assert found["R11"]["verdict"] == "not_tested"
     assert "FileNotFoundError" in found["R11"]["evidence"]
     assert found["R12"]["verdict"] == "not_tested"
@@ -144,8 +148,11 @@ def test_rulebook_finds_the_planted_weight_decay_effect(tmp_path):
         "rulebook", "--objective", OBJECTIVE, "--rules", "R13,R14", "--budget", "small",
         "--out", str(out), "--storage", f"sqlite:///{tmp_path / 'liandan.db'}"])
     assert result.exit_code == 0, result.output
-    found = {f["rule"]: f for f in json.loads((out / f"{REPORT}.json").read_text())["findings"]}
-    assert found["R13"]["verdict"] == "supported"
+    payload = json.loads((out / f"{REPORT}.json").read_text())
+    found = {f["rule"]: f for f in payload["findings"]}
+    assert found["R13"]["verdict"] == "supported", found["R13"]
+    assert [p["verdict"] for p in found["R13"]["parts"]] == ["supported", "supported"]
+    assert not payload["search_space_warnings"]
     assert found["R13"]["effect"] == pytest.approx(0.05, abs=0.02)
     assert found["R14"]["verdict"] == "not_tested" and "augment" in found["R14"]["evidence"]
     md = (out / f"{REPORT}.md").read_text()

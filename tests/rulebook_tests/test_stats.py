@@ -8,17 +8,20 @@ from scipy import stats as st
 
 from service.rulebook.stats import (
     TestResult,
+    arm_trend,
     bootstrap_ci,
     bootstrap_diff_ci,
     holm,
+    least_squares,
     paired,
     proportion_diff,
     ratio_ci,
     seeds_needed,
+    seeds_to_decide,
     slope,
+    stratified_trend,
+    t_tail,
     tost,
-    value_verdict,
-    verdict,
     welch,
     wilcoxon_paired,
 )
@@ -212,7 +215,7 @@ def test_slope_recovers_truth(true_slope: float) -> None:
     assert res.slope == pytest.approx(ref.slope) and res.r2 == pytest.approx(ref.rvalue**2)
     assert res.n == batch.size
     other = 0.5 if true_slope == 1.0 else 1.0
-    assert value_verdict(res.ci, other, 0.2) == "contradicted"
+    assert not res.ci[0] - 0.2 <= other <= res.ci[1] + 0.2  # the other rule is far outside
 
 
 def test_slope_deterministic_and_guards() -> None:
@@ -285,38 +288,58 @@ def test_seeds_needed() -> None:
     assert seeds_needed(1.0, 1.0, 1.0, power=0.9) > n  # type: ignore[operator]
 
 
-@pytest.mark.parametrize(("effect", "ci", "p", "sign", "equivalent", "expected"), [
-    (0.02, (0.01, 0.03), 0.01, 1, False, "supported"),
-    (-0.02, (-0.03, -0.01), 0.01, -1, False, "supported"),
-    (-0.02, (-0.03, -0.01), 0.01, 1, False, "contradicted"),
-    (0.02, (0.01, 0.03), 0.01, -1, False, "contradicted"),
-    (0.02, (-0.01, 0.05), 0.20, 1, False, "inconclusive"),
-    (0.02, (0.01, 0.03), 0.05, 1, False, "inconclusive"),  # not below alpha
-    (0.02, (-0.01, 0.05), 0.01, 1, False, "inconclusive"),  # p and ci disagree
-    (0.02, None, 0.01, 1, False, "supported"),
-    (0.02, None, None, 1, False, "inconclusive"),
-    (0.001, (-0.002, 0.004), 0.6, 1, True, "contradicted"),  # TOST: equivalent
-    (0.0, (0.0, 0.0), 0.0, 1, False, "inconclusive"),
-])
-def test_verdict_truth_table(effect: float, ci: tuple[float, float] | None, p: float | None,
-                             sign: int, equivalent: bool, expected: str) -> None:
-    assert verdict(effect, ci, p, sign, equivalent=equivalent) == expected
+def test_t_tail_against_a_threshold() -> None:
+    assert t_tail(0.3, 0.1, 10, 0.0, "greater") == pytest.approx(st.t.sf(3.0, 10))
+    assert t_tail(0.3, 0.1, 10, 0.5, "less") == pytest.approx(st.t.cdf(-2.0, 10))
+    assert t_tail(0.3, 0.0, 10, 0.0, "greater") == 0.0  # exact effect
+    assert t_tail(0.3, 0.0, 10, 0.5, "greater") == 1.0
 
 
-def test_verdict_rejects_bad_sign() -> None:
-    with pytest.raises(ValueError):
-        verdict(0.1, None, 0.01, 0)
+def test_least_squares_matches_linregress() -> None:
+    rng = np.random.default_rng(3)
+    x = np.arange(10.0)
+    y = 2.0 + 0.5 * x + rng.normal(0, 0.3, 10)
+    fit = least_squares(np.column_stack([np.ones_like(x), x]), y)
+    ref = st.linregress(x, y)
+    assert fit.coef(1)[0] == pytest.approx(ref.slope) and fit.df == 8
+    assert fit.coef(1)[1] == pytest.approx(ref.stderr)
+    assert least_squares(np.ones((1, 1)), [1.0]) is None  # no residual df
 
 
-@pytest.mark.parametrize(("ci", "expected"), [
-    ((0.9, 1.1), "supported"),
-    ((0.8, 1.2), "supported"),  # boundaries included
-    ((0.4, 0.6), "contradicted"),  # square-root scaling, not linear
-    ((1.3, 1.6), "contradicted"),
-    ((0.1, 1.9), "inconclusive"),  # contains 1 but is wide: supports nothing
-    ((0.6, 1.0), "inconclusive"),
-    (None, "inconclusive"),
-    ((float("nan"), 1.0), "inconclusive"),
-])
-def test_value_verdict_truth_table(ci: tuple[float, float] | None, expected: str) -> None:
-    assert value_verdict(ci, target=1.0, margin=0.2) == expected
+def test_arm_trend_uses_arms_as_the_unit() -> None:
+    # Three arms, many seeds each, arm means off the line by arm-level noise: the seeds
+    # counted as independent would give df = 58 and a tiny p; the arms give df = 1.
+    rng = np.random.default_rng(5)
+    groups = [(x, list(m + rng.normal(0, 0.01, 20))) for x, m in ((4, 1.0), (6, 1.3),
+                                                                   (8, 1.2))]
+    trend = arm_trend(groups)
+    assert trend is not None and trend.df == 1 and trend.n == (20, 20, 20)
+    means = [np.mean(v) for _, v in groups]
+    assert trend.slope == pytest.approx(st.linregress([4, 6, 8], means).slope)
+    assert trend.se == pytest.approx(st.linregress([4, 6, 8], means).stderr)
+    f, d1, d2, p = trend.lack_of_fit
+    assert (d1, d2) == (1, 57) and p < 1e-6  # the arms scatter beyond seed noise
+    assert arm_trend(groups[:2]) is None
+    # Arm means exactly on a line: the se never falls below what the seeds' spread implies.
+    exact = arm_trend([(x, [x - 0.1, x + 0.1]) for x in (1.0, 2.0, 3.0)])
+    assert exact.se == pytest.approx(math.sqrt(0.02 / 2 / 2))
+
+
+def test_stratified_trend_permutes_within_strata() -> None:
+    falling = [[(1, True), (2, False), (3, False)], [(1, True), (2, True), (3, False)],
+               [(1, True), (2, False), (3, False)], [(1, True), (2, True), (3, False)]]
+    less, more = stratified_trend(falling, seed=1)
+    # Exact: each stratum's arrangement is the most extreme of 3 (or 3) equally likely.
+    assert less == pytest.approx((1 / 3) ** 4, rel=0.3) and more > 0.9
+    assert stratified_trend([[(1, False), (2, False)]]) == (1.0, 1.0)  # no events at all
+    assert stratified_trend(falling, seed=1) == (less, more)  # seeded
+
+
+def test_seeds_to_decide_is_planned_for_the_margin() -> None:
+    detect, equiv = seeds_to_decide(0.005, 0.004, 0.004, alpha=0.05 / 20)
+    # Normal approximation for a one-sided test at alpha/20 and 80% power.
+    z = st.norm.ppf(1 - 0.05 / 20) + st.norm.ppf(0.8)
+    assert detect >= math.ceil(z**2 * 2 * 0.004**2 / 0.005**2)
+    assert equiv > detect  # TOST at a true difference of 0 needs more
+    assert seeds_to_decide(0.005, 0.004, 0.004, alpha=0.05)[0] < detect
+    assert seeds_to_decide(0.0, 1, 1, alpha=0.05) is None
