@@ -15,12 +15,11 @@ reported), not the seeds, which replicate one configuration. R4 compares two arm
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from service import records
 from service.rulebook import stats
@@ -30,11 +29,13 @@ from service.rulebook._batch_data import (
     arms_by_batch,
     attr,
     batch_arms,
+    divergence_part,
     plot_file,
+    trend,
     usable,
 )
 from service.rulebook.compare import ACCURACY_MARGIN, evidence_seeds, guard_edges
-from service.rulebook.decision import Hypothesis, Part, rate_part, trend_part, two_sample_part
+from service.rulebook.decision import Part, two_sample_part
 from service.rulebook.describe import describe_budget, fmt_ci, standard_caveats
 from service.rulebook.figures import decision_plot, save_plot
 from service.store.study_data import ArmData, StudyData
@@ -56,21 +57,6 @@ def _chosen_lr(arm: ArmData, direction: str) -> float | None:
     return None if best is None or "lr" not in best.params else float(best.params["lr"])
 
 
-def _trend(data: BatchArms, claim: str, metric: str, values: list[list[float]], *,
-           claimed_sign: int, margin: float, null: float = 0.0) -> Part:
-    """A trend part over the arms with values; a support-less part when fewer than 3."""
-    keep = [(x, lab, v) for x, lab, v in zip(data.x, data.labels, values, strict=True) if v]
-    samples = {lab: list(v) for _, lab, v in keep}
-    trend = stats.arm_trend([(x, v) for x, _, v in keep])
-    if trend is None:
-        return Part(claim, metric, f"needs 3 batch sizes with values, {len(keep)} here",
-                    math.nan, None, [len(v) for v in samples.values()],
-                    [Hypothesis("support", "slope", None)], claimed_sign, margin,
-                    samples=samples)
-    return trend_part(claim, metric, trend, [lab for _, lab, _ in keep], samples,
-                      claimed_sign=claimed_sign, margin=margin, null=null)
-
-
 def _lack_of_fit(part: Part, trend: stats.ArmTrend | None) -> str:
     if trend is None or trend.lack_of_fit is None:
         return "lack of fit not testable (needs 2 seeds in some arm)"
@@ -79,39 +65,6 @@ def _lack_of_fit(part: Part, trend: stats.ArmTrend | None) -> str:
 
 
 # ---------------------------------------------------------------- R2: loss noise
-
-
-def _outcomes(arm: ArmData) -> list[FrozenTrial]:
-    """Tuning trials that are outcomes of their configuration: not unfinished (their budget
-    is spent again) and not a crash of the objective (an error is a bug, not training)."""
-    return [t for t in arm.tune((TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
-            if not records.unfinished(t)
-            and t.user_attrs.get("fail_reason") not in (records.ERROR, records.NO_METRIC)]
-
-
-def divergence_part(data: BatchArms) -> Part:
-    """Divergence over the shared LR grid falls with batch size: a permutation test of the
-    trend, stratified by LR (each LR compared with itself across batch sizes)."""
-    strata: dict[float, list[tuple[float, bool]]] = {}
-    samples: dict[str, list[float]] = {}
-    for (b, arm), label in zip(data.arms, data.labels, strict=True):
-        runs = _outcomes(arm)
-        samples[label] = [float(records.diverged(t)) for t in runs]
-        for t in runs:
-            if "lr" in t.params:
-                strata.setdefault(float(t.params["lr"]), []).append(
-                    (math.log2(b), records.diverged(t)))
-    p_less, p_more = stats.stratified_trend(list(strata.values()))
-    (lo, lo_v), (hi, hi_v) = [(lab, samples[lab]) for lab in (data.labels[0], data.labels[-1])]
-    diff = stats.proportion_diff(int(sum(hi_v)), len(hi_v), int(sum(lo_v)), len(lo_v))
-    return rate_part("divergence rate falls with batch size", "divergence_rate", p_less, p_more,
-                     diff.effect, diff.ci, [len(v) for v in samples.values()], claimed_sign=-1,
-                     test="stratified permutation trend",
-                     method=f"permutation test of sum(diverged x log2 batch) within each grid LR "
-                            f"(20000 draws, seed 0); effect: rate at {hi} minus at {lo}",
-                     samples=samples,
-                     xs={lab: float(b) for (b, _), lab in zip(data.arms, data.labels,
-                                                               strict=True)})
 
 
 class SmallBatchLossNoise(RuleCheck):
@@ -151,7 +104,7 @@ class SmallBatchLossNoise(RuleCheck):
         return out
 
     def estimate(self, data: BatchArms) -> list[Part]:
-        return [_trend(data, "oscillation falls faster than batch^-0.5",
+        return [trend(data, "oscillation falls faster than batch^-0.5",
                        "log2 loss_oscillation", self.oscillation(data), claimed_sign=-1,
                        margin=self.margin, null=self.baseline),
                 divergence_part(data)]
@@ -268,9 +221,9 @@ class LargeBatchNeedsMoreEpochs(RuleCheck):
         return out
 
     def estimate(self, data: BatchArms) -> list[Part]:
-        return [_trend(data, "epochs to target rise with batch size", "epochs to target",
+        return [trend(data, "epochs to target rise with batch size", "epochs to target",
                        self.epochs(data), claimed_sign=+1, margin=self.margin),
-                _trend(data, "time per epoch falls with batch size", "log2 epoch_time_s",
+                trend(data, "time per epoch falls with batch size", "log2 epoch_time_s",
                        self.epoch_time(data), claimed_sign=-1, margin=self.time_margin)]
 
     def describe(self, data: BatchArms, parts: list[Part]) -> Finding:
