@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from service.report.notes import publish
+from service.spec import NAME_PATTERN
 from service.store.storage import open_storage
 from service.store.study_data import StudyData
 
 __all__ = ["ReportNameError", "ReportPaths", "check_name", "created_now", "report_paths",
            "write_report"]
 
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # the spec's name rule: a safe file name
+NAME = re.compile(NAME_PATTERN)  # the spec's name rule: a safe file name
 
 
 class ReportNameError(ValueError):

@@ -21,6 +21,8 @@ import optuna
 import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
+from service.store.optuna_adapter import set_system_attr, study_id_of, system_attrs
+
 __all__ = ["NOTE_MAX_CHARS", "publish", "trim_note"]
 
 # The dashboard stores a note as 2,045-character study system attributes and loads all of
@@ -42,7 +44,7 @@ def trim_note(markdown: str, limit: int = NOTE_MAX_CHARS, full_path: str = "") -
 
 
 def _upload(study: optuna.Study, store: FileSystemArtifactStore, path: Path, key: str) -> str:
-    attrs = study._storage.get_study_system_attrs(study._study_id)
+    attrs = system_attrs(study)
     artifact_id = attrs.get(ARTIFACT_KEY + key)
     if isinstance(artifact_id, str) and f"artifacts:{artifact_id}" in attrs:
         with path.open("rb") as f:
@@ -50,7 +52,7 @@ def _upload(study: optuna.Study, store: FileSystemArtifactStore, path: Path, key
         return artifact_id
     artifact_id = upload_artifact(study_or_trial=study, file_path=str(path),
                                   artifact_store=store, mimetype="image/png")
-    study._storage.set_study_system_attr(study._study_id, ARTIFACT_KEY + key, artifact_id)
+    set_system_attr(study, ARTIFACT_KEY + key, artifact_id)
     return artifact_id
 
 
@@ -92,7 +94,7 @@ def publish(storage: optuna.storages.BaseStorage, study_name: str, markdown: str
         except Exception as exc:  # noqa: BLE001 - an upload problem must not lose the note
             warnings.append(f"{study_name}: plot {target} not uploaded: {exc}")
             continue
-        urls[target] = f"/artifacts/{study._study_id}/{artifact_id}"
+        urls[target] = f"/artifacts/{study_id_of(study)}/{artifact_id}"
     note = trim_note(_dashboard_markdown(markdown, urls), full_path=full_path)
     optuna_dashboard.save_note(study, note)
     return warnings

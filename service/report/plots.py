@@ -26,7 +26,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives.params import DEFAULTS
 from objectives.schedule import lr_factor
-from service.store.study_data import ArmData
+from service.records import better, finite
+from service.store.study_data import ArmData, ranked_tune
 
 __all__ = ["best_so_far", "importance_plot", "isolation_plot", "learning_curves",
            "lr_schedule_plot"]
@@ -42,18 +43,13 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
 def best_so_far(values: Sequence[float | None], direction: str) -> list[float | None]:
     """The running best of `values` (None: a trial with no value, which spends budget only)."""
-    better = max if direction == "maximize" else min
     best: float | None = None
     out: list[float | None] = []
     for v in values:
-        if _finite(v):
-            best = v if best is None else better(best, v)
+        if finite(v) and (best is None or better(v, best, direction)):
+            best = v
         out.append(best)
     return out
 
@@ -74,7 +70,7 @@ def isolation_plot(arms: Sequence[ArmData], path: str | Path, *, metric: str,
         if xs:
             line, = ax.step(xs, ys, where="post", label=label)
             # Each completed trial faintly, so the spread behind the running best shows.
-            done = [(i + 1, v) for i, v in enumerate(values) if _finite(v)]
+            done = [(i + 1, v) for i, v in enumerate(values) if finite(v)]
             ax.scatter([x for x, _ in done], [v for _, v in done], s=6, alpha=0.25,
                        color=line.get_color())
         else:
@@ -89,7 +85,7 @@ def isolation_plot(arms: Sequence[ArmData], path: str | Path, *, metric: str,
 
 
 def _curve(trial: FrozenTrial) -> tuple[list[int], list[float]]:
-    steps = sorted(s for s, v in trial.intermediate_values.items() if _finite(v))
+    steps = sorted(s for s, v in trial.intermediate_values.items() if finite(v))
     return steps, [trial.intermediate_values[s] for s in steps]
 
 
@@ -106,13 +102,10 @@ def learning_curves(trials_by_label: Mapping[str, Sequence[FrozenTrial]], path: 
     cols = min(len(labels), 3)
     rows = math.ceil(len(labels) / cols)
     fig = Figure(figsize=(WIDTH, 3.2 * rows))
-    sign = 1 if direction == "maximize" else -1
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(len(labels))]
     for ax, label in zip(axes, labels, strict=True):
         trials = list(trials_by_label.get(label, ()))
-        tune = [t for t in trials if t.user_attrs.get("role") != "seed"
-                and t.state == TrialState.COMPLETE and _finite(t.value)]
-        tune.sort(key=lambda t: -sign * t.value)
+        tune = ranked_tune(trials, direction)
         seeds = [t for t in trials if t.user_attrs.get("role") == "seed"]
         for rank, t in enumerate(tune[:max_trials]):
             xs, ys = _curve(t)

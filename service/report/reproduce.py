@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 from optuna.trial import FrozenTrial
 
+from service.store.study_data import devices as device_names
+
 __all__ = ["CodeVersion", "code_version", "devices", "package_versions", "reproduce_lines",
            "seeds_used"]
 
@@ -76,8 +78,7 @@ def package_versions() -> dict[str, str]:
 
 def devices(trials: Iterable[FrozenTrial]) -> str:
     """The devices the trials ran on ('cpu', a GPU's name, or several joined), or 'unknown'."""
-    seen = sorted({str(d) for t in trials if (d := t.user_attrs.get("device"))})
-    return ", ".join(seen) if seen else "unknown"
+    return ", ".join(device_names(trials)) or "unknown"
 
 
 def seeds_used(trials: Iterable[FrozenTrial]) -> tuple[list[Any], list[Any]]:

@@ -18,8 +18,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from service.records import diverged, finite
 from service.report import plots
-from service.store.study_data import ArmData, StudyData
+from service.report.uncertainty import (
+    MIN_IMPORTANCE_TRIALS,
+    accuracy_interval,
+    bootstrap_importances,
+    importance_trials,
+    split_size,
+)
+from service.store.study_data import StudyData
 
 TOP_TRIALS = 10
 IMPORTANCE_SAMPLE = 2_000  # importances on a seeded random sample beyond this many trials
@@ -75,24 +83,6 @@ def plot_link(path: str | Path, out: Path, plot_dir: Path) -> str:
     return p.relative_to(out).as_posix()
 
 
-def _sign(direction: str) -> int:
-    return 1 if direction == "maximize" else -1
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def _complete_tune(arm: ArmData) -> list[FrozenTrial]:
-    return [t for t in arm.trials if t.user_attrs.get("role") != "seed"
-            and t.state == TrialState.COMPLETE and _finite(t.value)]
-
-
-def _best(arm: ArmData, direction: str) -> FrozenTrial | None:
-    done = _complete_tune(arm)
-    return max(done, key=lambda t: _sign(direction) * t.value) if done else None
-
-
 def _searched(data: StudyData, trials: list[FrozenTrial]) -> list[str]:
     """The parameters worth a column: the spec's nuisance, else any that takes two values."""
     if data.spec.get("nuisance"):
@@ -111,27 +101,30 @@ def _params_text(trial: FrozenTrial, names: list[str]) -> str:
 
 # ------------------------------------------------------------------ sections
 def counts_lines(data: StudyData) -> list[str]:
-    """Trial counts by state per arm, with diverged trials (of any state) counted apart."""
+    """Tuning-trial counts by state per arm, with diverged trials (of any state) and seed
+    re-runs counted apart, so that "complete" here is what "Best trials" ranks."""
     rows = []
     for arm in data.arms:
-        counts = Counter(t.state.name for t in arm.trials)
+        counts = Counter(t.state.name for t in arm.trials if t.user_attrs.get("role") != "seed")
         row: dict[str, Any] = {"arm": arm.label or data.name}
         row.update({s.lower(): counts[s] for s in STATES if counts[s] or s != "WAITING"})
-        row["diverged"] = sum(bool(t.user_attrs.get("diverged")) for t in arm.trials)
+        row["diverged"] = sum(map(diverged, arm.trials))
         row["seed re-runs"] = sum(t.user_attrs.get("role") == "seed" for t in arm.trials)
         row["total"] = len(arm.trials)
         rows.append(row)
     return ["## Trials", "", *table_lines(rows), "",
-            "A diverged trial is counted under its state (COMPLETE or FAIL) and again under "
-            "*diverged*; a pruned trial was stopped early by the scheduler.", ""]
+            "States count tuning trials; seed re-runs are counted apart. A diverged trial is "
+            "counted under its state (COMPLETE or FAIL) and again under *diverged*; a pruned "
+            "trial was stopped early by the scheduler.", ""]
 
 
 def arm_table_lines(data: StudyData) -> list[str]:
     """Per arm: best tuning value and its parameters, and the seed re-runs' mean ± sd."""
     rows = []
+    n, _ = split_size([t for arm in data.arms for t in arm.trials], data.metric)
     for arm in data.arms:
-        best = _best(arm, data.direction)
-        seeds = [t.value for t in arm.seeds() if _finite(t.value)]
+        best = data.best_tune(arm)
+        seeds = [t.value for t in arm.seeds() if finite(t.value)]
         sd = statistics.stdev(seeds) if len(seeds) > 1 else None
         rows.append({
             "arm": arm.label or data.name,
@@ -140,6 +133,8 @@ def arm_table_lines(data: StudyData) -> list[str]:
             "seed mean": statistics.fmean(seeds) if seeds else None,
             "seed sd": sd, "n seeds": len(seeds),
             "tune trials": sum(t.user_attrs.get("role") != "seed" for t in arm.trials),
+            **({f"best tune 95% interval (n={n})": None if best is None
+                else accuracy_interval(best.value, n)} if n else {}),
         })
     return table_lines(rows)
 
@@ -170,29 +165,18 @@ def arms_lines(data: StudyData, plot_dir: Path, rel: str) -> list[str]:
               "", "## Learning curves", "", f"![learning curves]({rel}/curves.png)", "",
               f"Per arm: the {TOP_TRIALS} best tuning trials (best bold) and the seed re-runs "
               "(dashed).", ""]
-    best = {a.label: b for a in data.arms if (b := _best(a, data.direction)) is not None}
+    best = {a.label: b for a in data.arms if (b := data.best_tune(a)) is not None}
     return lines + _schedule_lines(best, plot_dir / "lr_schedule.png", rel)
 
 
-def _importances(data: StudyData, trials: list[FrozenTrial]) -> tuple[dict[str, float], str]:
-    """(importances, '') or ({}, why not). Computed on an in-memory copy of the tuning
-    trials, so Optuna's evaluator does not read 10,000 trials from the database again."""
-    names = _searched(data, trials)
-    if len(trials) < 2:
-        return {}, f"needs at least 2 complete tuning trials ({len(trials)} here)"
-    varying = [k for k in names
-               if len({repr(t.params.get(k)) for t in trials if k in t.params}) > 1]
-    if not varying:
-        return {}, "no searched parameter took more than one value"
-    note = ""
-    if len(trials) > IMPORTANCE_SAMPLE:
-        trials = random.Random(0).sample(trials, IMPORTANCE_SAMPLE)
-        note = f"on a seeded random sample of {IMPORTANCE_SAMPLE} complete tuning trials"
-    # Only what the evaluator reads: the in-memory storage deep-copies every trial it adds.
+def _evaluate(data: StudyData, varying: list[str],
+              pairs: list[tuple[FrozenTrial, float]]) -> dict[str, float]:
+    """Optuna's importances of (trial, value) pairs, on an in-memory copy with only what the
+    evaluator reads (the in-memory storage deep-copies every trial it adds)."""
     slim = [optuna.trial.create_trial(
         params={k: t.params[k] for k in varying if k in t.params},
         distributions={k: t.distributions[k] for k in varying if k in t.params},
-        value=t.value) for t in trials]
+        value=v) for t, v in pairs]
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory"
     try:
@@ -200,21 +184,51 @@ def _importances(data: StudyData, trials: list[FrozenTrial]) -> tuple[dict[str, 
         study.add_trials(slim)
     finally:
         optuna.logging.set_verbosity(verbosity)
+    return optuna.importance.get_param_importances(study, params=varying)
+
+
+def _importances(data: StudyData, trials: list[FrozenTrial]
+                 ) -> tuple[list[dict[str, Any]], str]:
+    """(rows of importance with its bootstrap interval, what they rest on) or ([], why not).
+    Below MIN_IMPORTANCE_TRIALS trials they are withheld: a ranking of a handful of trials
+    is mostly which ones happened to be lucky."""
+    pairs, basis = importance_trials(trials)
+    if len(pairs) < MIN_IMPORTANCE_TRIALS:
+        return [], (f"withheld: they would rest on {basis}, fewer than the "
+                    f"{MIN_IMPORTANCE_TRIALS} this report requires")
+    names = _searched(data, [t for t, _ in pairs])
+    varying = [k for k in names
+               if len({repr(t.params.get(k)) for t, _ in pairs if k in t.params}) > 1]
+    if not varying:
+        return [], "no searched parameter took more than one value"
+    if len(pairs) > IMPORTANCE_SAMPLE:
+        pairs = random.Random(0).sample(pairs, IMPORTANCE_SAMPLE)
+        basis += f", a seeded random sample of {IMPORTANCE_SAMPLE} of them"
     try:
-        return optuna.importance.get_param_importances(study, params=varying), note
+        found = _evaluate(data, varying, pairs)
     except (ValueError, RuntimeError) as exc:
-        return {}, f"Optuna could not compute them: {exc}"
+        return [], f"Optuna could not compute them: {exc}"
+    intervals = bootstrap_importances(pairs, lambda p: _evaluate(data, varying, p))
+    return [{"parameter": k, "importance": v, "95% bootstrap interval": intervals.get(k)}
+            for k, v in found.items()], basis
 
 
 def search_lines(data: StudyData, plot_dir: Path, rel: str) -> list[str]:
     """A plain search (one arm, no scientific parameter): best trials, history, importances."""
     arm = data.arms[0]
-    done = sorted(_complete_tune(arm), key=lambda t: -_sign(data.direction) * t.value)
+    done = arm.ranked_tune(data.direction)
     names = _searched(data, done[:TOP_TRIALS * 10])
-    lines = [f"## Best trials (top {TOP_TRIALS} of {len(done)} complete)", ""]
+    n, how = split_size(arm.trials, data.metric)
+    shown = min(TOP_TRIALS, len(done))
+    lines = [f"## Best trials (top {shown} of {len(done)} complete tuning trials)", ""]
     rows = [{"rank": i + 1, "trial": t.number, data.metric: t.value,
+             **({"95% interval": accuracy_interval(t.value, n)} if n else {}),
              **{k: t.params.get(k) for k in names}} for i, t in enumerate(done[:TOP_TRIALS])]
     lines += table_lines(rows) if rows else ["no complete trial yet"]
+    if rows and n:
+        lines += ["", f"{data.metric} is measured on a split of {n} examples ({how}): each "
+                  "value carries its exact binomial (Clopper-Pearson) 95% interval, so values "
+                  "whose intervals overlap are not told apart by this split."]
     plots.isolation_plot([arm], plot_dir / "history.png", metric=data.metric,
                          direction=data.direction, title=f"optimization history of {data.name}")
     plots.learning_curves({"": done[:TOP_TRIALS] + arm.seeds()}, plot_dir / "curves.png",
@@ -223,14 +237,15 @@ def search_lines(data: StudyData, plot_dir: Path, rel: str) -> list[str]:
     lines += ["", "## Optimization history", "", f"![optimization history]({rel}/history.png)",
               "", "## Learning curves of the best trials", "",
               f"![learning curves]({rel}/curves.png)", "", "## Parameter importances", ""]
-    importances, note = _importances(data, done)
-    if importances:
-        plots.importance_plot(importances, plot_dir / "importances.png")
-        lines += table_lines([{"parameter": k, "importance": v}
-                              for k, v in importances.items()])
+    rows, note = _importances(data, arm.tune((TrialState.COMPLETE, TrialState.PRUNED)))
+    if rows:
+        plots.importance_plot({r["parameter"]: r["importance"] for r in rows},
+                              plot_dir / "importances.png")
+        lines += table_lines(rows)
         lines += ["", f"![parameter importances]({rel}/importances.png)", "",
-                  "Optuna's default evaluator (PED-ANOVA)" + (f", {note}" if note else "")
-                  + ".", ""]
+                  f"Optuna's default evaluator (PED-ANOVA) on {note}; intervals: percentile "
+                  "bootstrap over trials (50 resamples, seed 0). An importance whose interval "
+                  "reaches 0 is not shown to matter.", ""]
     else:
         lines += [f"Not computed: {note}.", ""]
     if done:

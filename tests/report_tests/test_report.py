@@ -137,13 +137,18 @@ def test_plain_search_report(sqlite_url, tmp_path):
     md = paths.markdown.read_text()
     assert paths.markdown == (out / "search.md").resolve()
     assert headings(md, 1) == ["Study report: search"]
-    assert headings(md) == ["Trials", "Best trials (top 10 of 10 complete)",
+    assert headings(md) == ["Trials", "Best trials (top 10 of 10 complete tuning trials)",
                             "Optimization history", "Learning curves of the best trials",
                             "Parameter importances", "Learning-rate schedule", "Reproduce"]
     trials_row = next(line for line in md.splitlines() if line.startswith("| search |"))
     assert trials_row.split(" | ")[1:5] == ["10", "2", "0", "0"]  # complete pruned fail running
     assert trials_row.split(" | ")[5] == "1"  # diverged
     assert "| lr |" in md and "PED-ANOVA" in md
+    # Importances rest on all 12 trials at the epoch every one reached (2 were pruned at 3).
+    assert "12 tuning trials (10 complete, the others pruned) compared at epoch 3" in md
+    importance_row = next(line for line in md.splitlines() if line.startswith("| lr |"))
+    low, high = map(float, re.search(r"\[([\d.]+), ([\d.]+)\]", importance_row).groups())
+    assert 0 <= low <= high <= 1  # a bootstrap interval over trials
     payload = assert_findings_json(paths.json)
     assert payload["findings"] == [] and payload["study"] == "search"
     assert payload["device"] == "cpu" and payload["objective"] == "digits_cnn"
@@ -188,15 +193,44 @@ def test_arm_report_has_per_arm_table_and_plots(sqlite_url, tmp_path):
     assert assert_findings_json(paths.json)["findings"] == []
 
 
-def test_importances_need_two_complete_trials(sqlite_url, tmp_path):
-    make_study(sqlite_url, "tiny", trials=1, seeds=0)
+def test_importances_are_withheld_below_the_stated_minimum(sqlite_url, tmp_path):
+    make_study(sqlite_url, "tiny", trials=6, seeds=0)
     md = write_study_report(sqlite_url, "tiny", tmp_path).markdown.read_text()
-    assert "Not computed: needs at least 2 complete tuning trials (1 here)." in md
+    assert ("Not computed: withheld: they would rest on 6 complete tuning trials, fewer than "
+            "the 10 this report requires.") in md
     assert not (tmp_path / "tiny" / "importances.png").exists()
 
 
+def test_counts_and_best_trials_count_the_same_trials(sqlite_url, tmp_path):
+    # 8 tuning trials (1 pruned) and 2 seed re-runs: "complete" means 7 in both tables.
+    make_study(sqlite_url, "counted", trials=8, seeds=2, pruned=1)
+    md = write_study_report(sqlite_url, "counted", tmp_path).markdown.read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| counted |"))
+    assert row.split(" | ")[1:3] == ["7", "1"] and "| 2 | 10 |" in row  # seeds, total
+    assert "## Best trials (top 7 of 7 complete tuning trials)" in md
+
+
+def test_accuracies_on_a_finite_split_carry_their_binomial_interval():
+    from service.report.uncertainty import accuracy_interval, split_size
+
+    def trial(v: float) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(value=v, user_attrs={"val_accuracy": v})
+
+    on_360 = [trial(k / 360) for k in (341, 352, 359, 360)]
+    assert split_size(on_360, "val_accuracy")[0] == 360
+    assert accuracy_interval(1.0, 360) == [0.9898, 1.0]  # 360/360 is not "1"
+    low, high = accuracy_interval(359 / 360, 360)
+    assert low < 0.99 < high  # 0.9972 and 1.0 are not told apart by 360 images
+    rng = random.Random(0)
+    assert split_size([trial(rng.uniform(0.8, 0.99)) for _ in range(6)],
+                      "val_accuracy")[0] is None  # continuous values: no split to infer
+    assert split_size([trial(0.5), trial(0.25)], "val_accuracy")[0] is None  # too few
+    sized = optuna.trial.create_trial(value=0.9, user_attrs={"val_size": 1000})
+    assert split_size([sized], "val_accuracy") == (1000, "`val_size` reported by the objective")
+
+
 def test_dashboard_note_and_artifacts_are_saved_once(sqlite_url, tmp_path):
-    make_study(sqlite_url, "noted", trials=5, seeds=0)
+    make_study(sqlite_url, "noted", trials=10, seeds=0)
     for _ in range(2):  # a second report replaces the note and reuses the artifact IDs
         paths = write_study_report(sqlite_url, "noted", tmp_path)
     study = optuna.load_study(study_name="noted", storage=sqlite_url)
