@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = [
     "CANCELLED", "DIRECTIONS", "DIVERGED", "ERROR", "INTERRUPTED", "NO_METRIC", "ROLES",
-    "UNFINISHED", "WORKER_LOST", "better", "diverged", "finite", "number", "sign",
+    "UNFINISHED", "WORKER_LOST", "better", "diverged", "finite", "number", "outcome", "sign",
     "unfinished",
 ]
 
@@ -77,3 +77,10 @@ def diverged(trial: Any) -> bool:
     when its metric itself was NaN. Both are outcomes of the configuration."""
     return trial.user_attrs.get("diverged") is True or \
         trial.user_attrs.get("fail_reason") == DIVERGED
+
+
+def outcome(trial: Any) -> bool:
+    """A trial whose end says something about its configuration: not `unfinished` (its
+    budget is spent again), not an error of the objective nor a missing metric (a bug, not
+    training). A diverged trial is an outcome; the trial's state is the caller's to choose."""
+    return not unfinished(trial) and trial.user_attrs.get("fail_reason") not in (ERROR, NO_METRIC)

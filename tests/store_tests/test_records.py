@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from service import records
-from service.records import better, diverged, finite, number, sign, unfinished
+from service.records import better, diverged, finite, number, outcome, sign, unfinished
 
 
 @pytest.mark.parametrize("value", [0, 1, -3, 0.5, 1e300, -1e-300])
@@ -64,6 +64,16 @@ def test_finished_reasons(reason):
     spent and not run again."""
     assert not unfinished(trial(fail_reason=reason))
     assert not unfinished(trial())
+
+
+@pytest.mark.parametrize(("attrs", "expected"), [
+    ({}, True), ({"diverged": True}, True), ({"fail_reason": records.DIVERGED}, True),
+    ({"fail_reason": records.ERROR}, False), ({"fail_reason": records.NO_METRIC}, False),
+    *[({"fail_reason": reason}, False) for reason in records.UNFINISHED]])
+def test_outcome(attrs, expected):
+    """What a rate over configurations counts: a diverged run is one, a crash of the
+    objective and a trial that never got to finish are not."""
+    assert outcome(trial(**attrs)) is expected
 
 
 def test_diverged_either_way():
