@@ -75,6 +75,7 @@ class Part:
     samples: dict[str, list[float]] = field(default_factory=dict)  # arm -> values compared
     xs: dict[str, float] = field(default_factory=dict)  # arm -> x, for a trend
     line: tuple[float, float] | None = None  # (intercept, slope) of a fitted trend
+    se: float | None = None  # the estimate's standard error, for planning
     verdict: str = "inconclusive"
 
     def support(self) -> list[Hypothesis]:
@@ -138,7 +139,7 @@ def t_part(claim: str, metric: str, effect: float, se: float, df: float, *, clai
         ci = (effect - half, effect + half)
     return Part(claim, metric, method, effect, ci, list(n),
                 _t_hypotheses(effect, se, df, claimed_sign, margin, noninferior, test),
-                claimed_sign, margin, **shown)
+                claimed_sign, margin, se=se, **shown)
 
 
 def two_sample_part(claim: str, metric: str, a: dict[str, list[float]],
@@ -197,7 +198,7 @@ def value_part(claim: str, metric: str, estimate: float, se: float, df: float, *
             Hypothesis("against", "value above", stats.t_tail(estimate, se, df,
                                                                target + margin, "greater"),
                        margin)]
-    return Part(claim, metric, method, estimate, ci, list(n), hyps, 1, margin, **shown)
+    return Part(claim, metric, method, estimate, ci, list(n), hyps, 1, margin, se=se, **shown)
 
 
 def rate_part(claim: str, metric: str, p_support: float | None, p_against: float | None,
@@ -285,6 +286,23 @@ def _decide(f: Finding, alpha: float, m: int, plan_more: bool) -> None:
             f.more_needed = plan(f, alpha, m)
 
 
+def _target_se(margin: float | None, level: float, power: float = 0.8) -> float | None:
+    """The standard error at which a true effect of `margin` is detected by a one-sided test
+    at `level` with `power` (normal approximation)."""
+    if not margin:
+        return None
+    from scipy import stats as st
+
+    return margin / float(st.norm.ppf(1 - level) + st.norm.ppf(power))
+
+
+def _se_text(part: Part, target: float | None) -> str:
+    if part.se is None or target is None or not math.isfinite(part.se):
+        return ""
+    return (f"; to detect a true effect of {part.margin:.3g} (80% power at the Holm-level "
+            f"alpha) its standard error must fall from {part.se:.3g} to {target:.3g}")
+
+
 def plan(f: Finding, alpha: float, m: int) -> str:
     """Prospective seeds per arm for each undecided two-arm part, at alpha/m and 80% power,
     planned for the part's margin (not for the effect observed)."""
@@ -302,10 +320,15 @@ def plan(f: Finding, alpha: float, m: int) -> str:
                            f"alpha {level:.2g} = {alpha:g}/{m}; the sds observed here: "
                            f"{part.sds[0]:.3g}, {part.sds[1]:.3g})")
                 continue
+        target = _target_se(part.margin, level)
         if part.xs:
             out.append(f"{part.claim}: a trend across {len(part.xs)} arms has {len(part.xs) - 2}"
                        " degree(s) of freedom; more batch sizes (arms) narrow it, more seeds "
-                       "per arm only shrink the part of the scatter that seeds cause")
+                       "per arm only shrink the part of the scatter that seeds cause"
+                       + _se_text(part, target))
+        elif part.se is not None and target is not None and math.isfinite(part.se):
+            out.append(f"{part.claim}:{_se_text(part, target)}, about "
+                       f"{max(1.0, (part.se / target) ** 2):.1f}x the replicates")
         else:
             out.append(f"{part.claim}: no margin to plan for; more seeds narrow its interval")
     if f.undecided_because:
