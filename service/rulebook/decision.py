@@ -76,6 +76,7 @@ class Part:
     xs: dict[str, float] = field(default_factory=dict)  # arm -> x, for a trend
     line: tuple[float, float] | None = None  # (intercept, slope) of a fitted trend
     se: float | None = None  # the estimate's standard error, for planning
+    baseline: float | None = None  # a trend's null slope other than 0 (R2: -0.5), for plots
     verdict: str = "inconclusive"
 
     def support(self) -> list[Hypothesis]:
@@ -178,6 +179,7 @@ def trend_part(claim: str, metric: str, trend: stats.ArmTrend, labels: Sequence[
                   xs={lab: 2.0**x for lab, x in zip(labels, trend.x, strict=True)},
                   line=(trend.intercept, trend.slope))
     part.effect += null  # report the slope itself; the hypotheses are about slope - null
+    part.baseline = null or None
     if part.ci is not None:
         part.ci = (part.ci[0] + null, part.ci[1] + null)
     return part

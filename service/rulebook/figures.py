@@ -38,6 +38,17 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def _rate_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """(rate, low, high): the Wilson 95% interval of a share of 0/1 outcomes."""
+    k, n = int(sum(values)), len(values)
+    ci = st.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    return k / n, float(ci.low), float(ci.high)
+
+
+def _is_rate(part: Part) -> bool:
+    return all(v in (0.0, 1.0) for vs in part.samples.values() for v in vs)
+
+
 def _is_accuracy(part: Part) -> bool:
     vals = [v for vs in part.samples.values() for v in vs]
     return "acc" in part.metric and bool(vals) and all(0 <= v <= 1 for v in vals)
@@ -53,7 +64,8 @@ def batch_axis(ax: Any, batches: Any) -> None:
 
 
 def _panel(ax: Any, part: Part) -> None:
-    error_rate = _is_accuracy(part)
+    error_rate = _is_accuracy(part) and not _is_rate(part)
+    interval = _rate_ci if _is_rate(part) else mean_ci
 
     def shown(v: float) -> float:  # error rate; floor keeps a perfect run on the log axis
         return max(1.0 - v, 1e-4) if error_rate else v
@@ -68,7 +80,7 @@ def _panel(ax: Any, part: Part) -> None:
         jitter = np.linspace(-0.08, 0.08, len(vals)) * (x * 0.5 if trend else 1)
         ax.scatter(np.full(len(vals), x) + jitter, [shown(v) for v in vals], s=12,
                    alpha=0.5, color="tab:blue")
-        m, lo, hi = mean_ci(vals)
+        m, lo, hi = interval(vals)
         # Error rate reverses the order: the high accuracy is the low error.
         y, y_lo, y_hi = shown(m), min(shown(lo), shown(hi)), max(shown(lo), shown(hi))
         ax.errorbar([x], [y], yerr=[[y - y_lo], [y_hi - y]], fmt="o", color="k", capsize=4,
@@ -78,6 +90,11 @@ def _panel(ax: Any, part: Part) -> None:
             xs = np.geomspace(min(part.xs.values()), max(part.xs.values()), 20)
             ax.plot(xs, part.line[0] + part.line[1] * np.log2(xs), "k-", lw=1,
                     label=f"fit: slope {part.line[1]:.2f} per doubling")
+            if part.baseline is not None:  # the slope the claim must beat, through the mean
+                x0 = float(np.mean(np.log2(list(part.xs.values()))))
+                y0 = part.line[0] + part.line[1] * x0
+                ax.plot(xs, y0 + part.baseline * (np.log2(xs) - x0), "r--", lw=1,
+                        label=f"baseline: slope {part.baseline:g}")
             ax.legend(fontsize=7)
         batch_axis(ax, list(part.xs.values()))
     else:
@@ -89,7 +106,7 @@ def _panel(ax: Any, part: Part) -> None:
         ax.set_ylabel(f"error rate (1 - {part.metric}), log")
     else:
         ax.set_ylabel(part.metric)
-    title = f"{part.claim}: {part.verdict}"
+    title = part.claim  # drawn before finalize decides: the verdict is in the report
     ax.set_title(title if len(title) < 60 else title[:57] + "...", fontsize=8)
     ax.grid(alpha=0.3, which="both", axis="y")
 
@@ -102,7 +119,8 @@ def decision_plot(finding: Finding, plot_dir: Any) -> list[str]:
     fig = Figure(figsize=(3.6 * len(parts) + 0.6, 3.8))
     for i, part in enumerate(parts, 1):
         _panel(fig.add_subplot(1, len(parts), i), part)
-    fig.suptitle(f"{finding.rule}: fresh-seed runs per arm, mean and 95% CI", fontsize=9)
+    fig.suptitle(f"{finding.rule}: fresh-seed runs per arm, mean and 95% CI (rates: Wilson)",
+                 fontsize=9)
     return save_plot(fig, plot_dir, f"{finding.rule}-decision.png", finding)
 
 
