@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from service import records
 from service.rulebook import stats
-from service.rulebook.compare import evidence_seeds
+from service.rulebook.compare import evidence_seeds, outcome
 from service.rulebook.decision import Hypothesis, Part, rate_part, trend_part
 from service.store.study_data import ArmData, StudyData
 
@@ -94,11 +94,9 @@ def trend(data: BatchArms, claim: str, metric: str, values: list[list[float]], *
 
 
 def _outcomes(arm: ArmData) -> list[FrozenTrial]:
-    """Tuning trials that are outcomes of their configuration: not unfinished (their budget
-    is spent again) and not a crash of the objective (an error is a bug, not training)."""
+    """The arm's tuning trials that are outcomes (`compare.outcome`), pruned ones included."""
     return [t for t in arm.tune((TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
-            if not records.unfinished(t)
-            and t.user_attrs.get("fail_reason") not in (records.ERROR, records.NO_METRIC)]
+            if outcome(t)]
 
 
 def divergence_part(data: BatchArms) -> Part:

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial
 
 from service import records
+from service.report.edges import chosen_params
 from service.rulebook import stats
 from service.rulebook._base import Finding, RuleCheck, not_tested
 from service.rulebook._batch_data import (
@@ -50,11 +51,9 @@ def _sd(x: Any) -> float | None:
 
 
 def _chosen_lr(arm: ArmData, direction: str) -> float | None:
-    seeds = evidence_seeds(arm)
-    if seeds and "lr" in seeds[0].params:
-        return float(seeds[0].params["lr"])
-    best = arm.best_tune(direction)
-    return None if best is None or "lr" not in best.params else float(best.params["lr"])
+    """The LR of the arm's chosen configuration (`report.edges.chosen_params`)."""
+    params = chosen_params(arm, direction) or {}
+    return records.number(params.get("lr"))
 
 
 def _lack_of_fit(part: Part, trend: stats.ArmTrend | None) -> str:

@@ -31,9 +31,9 @@ from service.rulebook.figures import decision_plot, study_plots
 from service.store.study_data import ArmData, StudyData
 
 __all__ = ["ACCURACY_MARGIN", "ArmRuns", "PairCheck", "RunValue", "arm_runs", "evidence_seeds",
-           "final", "find_arm", "gap", "guard_edges", "late_gain", "load_pair", "pair_finding",
-           "pair_part", "planned_epochs", "selection_of", "shared_target", "speed_to_target",
-           "steps_per_epoch", "steps_to", "value_at"]
+           "final", "find_arm", "gap", "guard_edges", "late_gain", "load_pair", "outcome",
+           "pair_finding", "pair_part", "planned_epochs", "selection_of", "shared_target",
+           "speed_to_target", "steps_per_epoch", "steps_to", "value_at"]
 
 ACCURACY_MARGIN = 0.005  # 0.5 pp of accuracy: a smaller difference is practically none
 TARGET_FRACTION = 0.95  # "steps to target": to 95% of the weaker arm's mean final accuracy
@@ -116,6 +116,14 @@ def steps_to(target: float, per_epoch: float) -> RunValue:
 
 
 # ------------------------------------------------------------------ arms
+def outcome(trial: FrozenTrial) -> bool:
+    """A trial that is an outcome of its configuration: not unfinished (its budget is spent
+    again, `records.unfinished`) and not a crash of the objective (an error or a missing
+    metric is a bug, not training); a diverged trial is an outcome."""
+    return not records.unfinished(trial) and \
+        trial.user_attrs.get("fail_reason") not in (records.ERROR, records.NO_METRIC)
+
+
 def evidence_seeds(arm: ArmData, states=(TrialState.COMPLETE,)) -> list[FrozenTrial]:
     """The arm's evidence runs: seed re-runs of the chosen configuration, not the candidate
     re-runs that chose it (`stage: "select"`); no stage is an older storage's evidence."""
@@ -147,7 +155,7 @@ class ArmRuns:
                                "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
         if self.tuned:
             chosen = self.runs[0].params if self.runs else (self.best.params if self.best
-                                                             else {})
+                                                             else {})  # as edges.chosen_params
             row.update({"chosen lr": chosen.get("lr"), "tuning trials": len(self.tune),
                         "best tuning value": None if self.best is None else self.best.value})
         return {**row, **extra}

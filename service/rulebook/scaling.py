@@ -23,6 +23,7 @@ from service.report.edges import search_space_warnings
 from service.rulebook import stats
 from service.rulebook._base import Finding, RuleCheck, not_tested
 from service.rulebook._batch_data import arms_by_batch, plot_file
+from service.rulebook.compare import outcome
 from service.rulebook.decision import Hypothesis, Part, value_part
 from service.rulebook.describe import describe_budget, fmt_ci, standard_caveats
 from service.rulebook.figures import batch_axis, decision_plot, save_plot
@@ -39,8 +40,7 @@ def best_lr(arm: ArmData, direction: str, spec_grid: list[float]) -> dict[str, A
     is NaN) were tried but have no value; the refinement needs both neighbours to have one.
     """
     tried = [t for t in arm.tune((TrialState.COMPLETE, TrialState.FAIL))
-             if "lr" in t.params and not records.unfinished(t)
-             and t.user_attrs.get("fail_reason") not in (records.ERROR, records.NO_METRIC)]
+             if "lr" in t.params and outcome(t)]
     grid = sorted(set(spec_grid) | {float(t.params["lr"]) for t in tried})
     scored = {float(t.params["lr"]): float(t.value) for t in tried
               if t.state == TrialState.COMPLETE and records.finite(t.value)}
