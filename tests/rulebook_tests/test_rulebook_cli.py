@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.report import plots
 from service.rulebook import Finding, RuleCheck, registry
-from service.rulebook.decision import two_sample_part
 from service.rulebook import run as rulebook_run
+from service.rulebook.decision import two_sample_part
 from service.store.study_data import StudyData
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]

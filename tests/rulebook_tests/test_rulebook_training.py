@@ -191,3 +191,31 @@ def test_steps_to_target_interpolates_within_the_epoch_and_censors_misses():
     assert steps_to(0.7, 10.0)(trial) == pytest.approx((1 + 0.2 / 0.3) * 10)
     assert steps_to(0.4, 10.0)(trial) == pytest.approx(10)
     assert steps_to(0.95, 10.0)(trial) == pytest.approx(40)  # never: one epoch past the end
+
+
+def test_only_evidence_runs_are_evidence():
+    # Candidate re-runs that chose the configuration (stage "select") are not evidence, even
+    # when they would flip the comparison; runs without a stage (older storages) are.
+    study = training("sel", OPT2, plant="optimizer=rmsprop", gain=0.03, decay="constant")
+    base = decide(RMSPropCheck(), ADA, study)
+
+    def with_select(arm: ArmData) -> ArmData:
+        seed = next(t for t in arm.trials if t.user_attrs.get("role") == "seed")
+        wild = 0.99 if "adagrad" in arm.label else 0.5
+        extra = [optuna.trial.create_trial(
+            value=wild, params=seed.params, distributions=seed.distributions,
+            intermediate_values={8: wild},
+            user_attrs={**seed.user_attrs, "stage": "select", "val_accuracy": wild})
+            for _ in range(4)]
+        return ArmData(arm.label, arm.values, arm.study_name, [*arm.trials, *extra])
+
+    selected = StudyData(study.name, study.spec, [with_select(a) for a in study.arms])
+    f = decide(RMSPropCheck(), ADA, selected)
+    assert (f.verdict, f.effect, f.n) == (base.verdict, base.effect, base.n)
+    old = StudyData(study.name, study.spec, [ArmData(a.label, a.values, a.study_name, [
+        optuna.trial.create_trial(
+            value=t.value, params=t.params, distributions=t.distributions,
+            intermediate_values=t.intermediate_values,
+            user_attrs={k: v for k, v in t.user_attrs.items() if k != "stage"})
+        for t in a.trials]) for a in study.arms])
+    assert decide(RMSPropCheck(), ADA, old).effect == pytest.approx(base.effect)
