@@ -60,6 +60,9 @@ class ArmData:
     values: dict[str, Any]  # the scientific values of the arm
     study_name: str
     trials: list[FrozenTrial]
+    # How the arm's configuration for its seed re-runs was chosen (the arm study's user
+    # attribute `selection`, written by the runner), or None where nothing was selected.
+    selection: dict[str, Any] | None = None
 
     def tune(self, states=(TrialState.COMPLETE,)) -> list[FrozenTrial]:
         return [t for t in self.trials if t.user_attrs.get("role") != "seed" and t.state in states]
@@ -117,7 +120,8 @@ def load_study_data(storage: Any, name: str) -> StudyData | None:
         study_id = study_id_of(study)
         arms.append((study_id, ArmData(
             study.user_attrs.get("arm") or "", study.user_attrs.get("arm_values") or {},
-            study.study_name, read_trials(storage, study_id))))
+            study.study_name, read_trials(storage, study_id),
+            study.user_attrs.get("selection"))))
     if spec is None:
         return None
     return StudyData(name, spec, [arm for _, arm in sorted(arms, key=lambda a: a[0])])

@@ -109,3 +109,14 @@ def test_study_best_tune_uses_its_direction(sqlite_url):
     assert data.best_tune(data.arms[0]).number == 1
     assert data.devices() == ["NVIDIA H200", "cpu"]
     assert devices(data.arms[0].trials[2:]) == []
+
+
+def test_an_arms_selection_is_read_with_its_trials(sqlite_url):
+    """The runner records how an arm's configuration was chosen on the arm's study; the
+    rulebook's `selection` finding field reads it from `ArmData`."""
+    arm = arm_of(sqlite_url, "maximize", [(C, 0.5, 0.01, TUNE)])
+    assert arm.selection is None
+    study = optuna.load_study(study_name="s", storage=sqlite_url)
+    chosen = {"candidates_per_arm": 3, "seeds_per_candidate": 2, "chosen_trial": 0}
+    study.set_user_attr("selection", chosen)
+    assert load_study_data(sqlite_url, "s").arms[0].selection == chosen
