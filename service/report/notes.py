@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
-import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from service.store.optuna_adapter import set_system_attr, study_id_of, system_attrs
@@ -96,5 +95,9 @@ def publish(storage: optuna.storages.BaseStorage, study_name: str, markdown: str
             continue
         urls[target] = f"/artifacts/{study_id_of(study)}/{artifact_id}"
     note = trim_note(_dashboard_markdown(markdown, urls), full_path=full_path)
+    # Imported here: a machine without the dashboard (the GPU check's) still writes the
+    # report's files, and the caller records the note as not saved.
+    import optuna_dashboard
+
     optuna_dashboard.save_note(study, note)
     return warnings
