@@ -29,7 +29,8 @@ def test_no_5xx_and_answers_match_the_schema(api_schema):
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert {f"{op.method.upper()} {op.path}" for op in operations} >= {
         "POST /studies", "GET /studies", "GET /studies/{name}", "POST /studies/{name}/cancel",
-        "GET /studies/{name}/report", "GET /studies/{name}/findings", "GET /healthz"}
+        "GET /studies/{name}/report", "GET /studies/{name}/findings", "GET /healthz",
+        "POST /studies/{name}/resume", "GET /studies/{name}/report/{file}"}
     for operation in operations:
 
         @given(case=operation.as_strategy() | operation.as_strategy(GenerationMode.NEGATIVE))
