@@ -78,7 +78,8 @@ class Serve:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port),
              "--workers", str(workers), "--no-dashboard",
-             "--storage", f"sqlite:///{folder / 'bench.db'}"],
+             "--storage", f"sqlite:///{folder / 'bench.db'}",
+             "--allow-objective", "toy_objectives"],  # the service runs allowed modules only
             cwd=folder, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + 180
