@@ -226,15 +226,23 @@ def test_the_worker_refuses_a_queued_objective_that_is_not_allowed(running_servi
 
 
 def test_resources_no_node_can_hold_are_refused_at_submission(running_service: Service):
-    import os
+    import json
+
+    import sqlalchemy as sa
 
     svc = running_service
     r = svc.submit(toy_spec("too-big") + "resources: {cpu: 1024, gpu: 64}\n")
     assert r.status_code == 422, r.text
     [problem] = r.json()["detail"]
     assert problem["path"] == "resources" and problem["value"] == {"cpu": 1024, "gpu": 64}
-    # The serve's own Ray head: this machine, every CPU, no GPU.
-    assert f"largest node has cpu {os.cpu_count()}, gpu 0" in problem["message"], problem
+    # The serve's own Ray head, recorded when serve started it: its CPUs are named.
+    engine = sa.create_engine(svc.storage)
+    with engine.connect() as conn:
+        [nodes] = conn.execute(sa.text("SELECT nodes FROM liandan_cluster")).scalars()
+    engine.dispose()
+    [node] = json.loads(nodes)
+    cpus = node["Resources"]["CPU"]
+    assert "largest node" in problem["message"] and f"{cpus:g}" in problem["message"], problem
     assert svc.submit(toy_spec("too-big") + "resources: {cpu: 1, gpu: 0}\n").status_code == 201
     httpx.post(f"{svc.url}/studies/too-big/cancel", headers=AUTH)
 
