@@ -73,10 +73,17 @@ class Plan:
             space["seed"] = IntDistribution(s, s)
         return space
 
-    def sampler(self, arm: Arm) -> optuna.samplers.BaseSampler:
-        """A fresh sampler for one arm (seeded per arm when the spec gives a seed)."""
+    def sampler(self, arm: Arm, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+        """A fresh sampler for one arm (seeded per arm when the spec gives a seed).
+
+        `resumed_at` is the number of trials the arm's study already holds. A seeded
+        sampler started again with its first seed would replay its first proposals (a
+        random sampler, TPE's and GP's startup trials), so a resumed study gets a seed
+        drawn from (seed, arm, resumed_at): reproducible for the same history, never the
+        sequence that already ran.
+        """
         search = self.spec.search
-        seed = None if search.seed is None else search.seed + arm.index
+        seed = None if search.seed is None else sampler_seed(search.seed, arm.index, resumed_at)
         if search.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if search.sampler == "grid":
@@ -87,6 +94,14 @@ class Plan:
             return optuna.samplers.GPSampler(seed=seed)
         # constant_liar keeps concurrent TPE trials from all proposing the same point.
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
+
+
+def sampler_seed(seed: int, arm_index: int, resumed_at: int = 0) -> int:
+    """The seed of an arm's sampler: `seed + arm` on a fresh study (as it always was), a
+    seed mixed from all three once the study has trials."""
+    if resumed_at == 0:
+        return seed + arm_index
+    return int(np.random.SeedSequence([seed % 2**32, arm_index, resumed_at]).generate_state(1)[0])
 
 
 def nuisance_distribution(name: str, domain: Range | list[Any]) -> BaseDistribution:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from service.plan import Arm
+from service.records import better
 from service.store.storage import write_trial
 
 __all__ = ["WRITE_EVERY_S", "DriverOnly", "Ledger", "TrialInfo"]
@@ -67,5 +68,5 @@ class Ledger:
     cancelled: bool = False  # set when the run was asked to stop; unfinished trials FAIL
 
     def improve(self, value: float) -> None:
-        better = max if self.direction == "maximize" else min
-        self.best = value if self.best is None else better(self.best, value)
+        if self.best is None or better(value, self.best, self.direction):
+            self.best = value

@@ -28,6 +28,7 @@ from ray.tune.execution import class_cache
 from rich.console import Console
 
 from service.plan import Plan, make_plan
+from service.run.capacity import NODE_WAIT_S, Unschedulable, check_fits
 from service.run.ledger import DriverOnly, Ledger
 from service.run.progress import ProgressCallback
 from service.run.schedulers import PerArmScheduler
@@ -39,6 +40,8 @@ from service.store.storage import open_storage
 # What may differ between two runs of one study: how much to run and where, not what.
 RESUMABLE_FIELDS = {"budget", "resources", "rules"}
 MAX_RETRIES = 3
+__all__ = ["RunResult", "StudyConflict", "StudyFailed", "Unschedulable", "ensure_ray",
+           "run_study", "stop_ray"]
 # What Tune puts in every trainable actor's runtime_env (ray/tune/execution/class_cache.py).
 _TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
 MONITOR_SCRIPT = os.path.join("autoscaler", "_private", "monitor.py")  # Ray's autoscaler
@@ -47,6 +50,12 @@ _local_head: str | None = None  # the GCS address of the Ray that ensure_ray sta
 
 class StudyConflict(ValueError):
     """The storage holds a study of this name that searches something else."""
+
+
+class StudyFailed(RuntimeError):
+    """Every trial of the study failed: nothing was measured. The message is the first
+    trial's error (`liandan run` exits non-zero with it; the service marks the study
+    `failed` with it)."""
 
 
 class CancelStopper(DriverOnly, tune.Stopper):
@@ -186,6 +195,7 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
     search = StudySearch(plan, storage, ledger)
     todo = search.remaining
     if todo == 0:
+        _raise_if_failed(search)
         return RunResult(plan, ledger, time.perf_counter() - t0, 0)
 
     # Tune's CSV/JSON/TensorBoard loggers duplicate what Optuna records; skip them.
@@ -210,6 +220,10 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
     )
     progress = ProgressCallback(ledger, todo, console) if show_progress else None
     try:
+        # Ray would queue a trial no node can hold forever: refuse it (service.run.capacity).
+        here = started_ray or (_local_head is not None
+                               and ray.get_runtime_context().gcs_address == _local_head)
+        check_fits(res.cpu, res.gpu, wait_s=0.0 if here else NODE_WAIT_S)
         with tempfile.TemporaryDirectory(prefix="liandan-tune-") as tune_dir:
             tuner = tune.Tuner(
                 trainable,
@@ -238,4 +252,12 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
         if started_ray:
             stop_ray()
         sys.stdout.flush()
+    if not ledger.cancelled:
+        _raise_if_failed(search)
     return RunResult(plan, ledger, time.perf_counter() - t0, todo, ledger.cancelled, ray_start_s)
+
+
+def _raise_if_failed(search: StudySearch) -> None:
+    error = search.failure()
+    if error is not None:
+        raise StudyFailed(error)

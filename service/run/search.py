@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from typing import Any
 
 import optuna
@@ -32,12 +31,18 @@ from service.records import (
     NO_METRIC,
     UNFINISHED,
     WORKER_LOST,
+    finite,
 )
 from service.run.ledger import DriverOnly, Ledger, TrialInfo
 from service.run.trainable import EPOCHS_KEY, ERROR_KEY, REPORT_EVERY_KEY, STEP_KEY
+from service.store.optuna_adapter import storage_of, trial_id_of
 from service.store.storage import write_trial
+from service.store.study_data import best_tune_of
 
 log = logging.getLogger(__name__)
+
+# User attribute of a trial that re-runs an unfinished one: the number of that trial.
+RERUN_OF = "rerun_of"
 
 # Least time between two reports of a trial no scheduler may stop (see service.run.trainable).
 REPORT_EVERY_S = 1.0
@@ -54,8 +59,12 @@ def result_metrics(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k not in RAY_KEYS}
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+def _n_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
+    """How many trials the study already holds (0 when it does not exist yet)."""
+    try:
+        return storage.get_n_trials(storage.get_study_id_from_name(study_name))
+    except KeyError:
+        return 0
 
 
 class ArmSearch(OptunaSearch):
@@ -68,7 +77,8 @@ class ArmSearch(OptunaSearch):
         super().__init__(
             space=plan.distributions(arm), metric=spec.metric,
             mode="max" if spec.direction == "maximize" else "min",
-            sampler=plan.sampler(arm), study_name=arm.study_name, storage=storage,
+            sampler=plan.sampler(arm, resumed_at=_n_trials(storage, arm.study_name)),
+            study_name=arm.study_name, storage=storage,
         )
         study = self._ot_study
         study.set_user_attr("spec", spec.model_dump(mode="json"))
@@ -79,27 +89,49 @@ class ArmSearch(OptunaSearch):
 
     # -- resuming ---------------------------------------------------------------------
     def _recover(self) -> tuple[int, set[int]]:
-        """Count what a previous run of this study finished; fail what it left running.
+        """Count what a previous run of this study finished; fail what it left running,
+        and queue its unfinished tuning configurations to run again.
 
         A trial left RUNNING belonged to a driver that died: it is marked FAIL with
-        `fail_reason=interrupted` and its budget is spent again, so no finished trial is
-        lost and none is run twice.
+        `fail_reason=interrupted`. Every tuning trial that did not get to finish
+        (interrupted, cancelled, worker lost) is run again with the same configuration,
+        exactly once: its re-run is an enqueued trial carrying `rerun_of` = its number, so
+        a second resume sees it has one. A finished trial is never run again. (A fresh
+        sample instead would silently drop the interrupted configuration: the grid sampler
+        counts a FAIL grid point as visited.)
         """
         tune_done, seeds_done = 0, set()
-        storage = self._ot_study._storage
-        for t in self._ot_study.get_trials(deepcopy=False):
+        storage = storage_of(self._ot_study)
+        trials = self._ot_study.get_trials(deepcopy=False)
+        rerun = {t.user_attrs.get(RERUN_OF) for t in trials}
+        for t in trials:
+            if t.state == TrialState.WAITING and RERUN_OF in t.user_attrs:
+                continue  # a re-run queued by an earlier resume, still to run
+            reason = t.user_attrs.get("fail_reason")
             if t.state in (TrialState.RUNNING, TrialState.WAITING):
-                storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
-                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-                continue
-            if t.user_attrs.get("fail_reason") in UNFINISHED:
-                continue
+                storage.set_trial_user_attr(trial_id_of(t), "fail_reason", INTERRUPTED)
+                storage.set_trial_state_values(trial_id_of(t), TrialState.FAIL)
+                reason = INTERRUPTED
+            if reason in UNFINISHED:
+                # A trial killed between its ask and its record has no role yet: tuning. One
+                # killed while its sampler was still choosing (some parameters missing)
+                # had no configuration yet: its budget goes to a fresh proposal.
+                if (t.user_attrs.get("role") != "seed" and t.number not in rerun
+                        and set(t.params) >= set(self._space)):
+                    self.enqueue_rerun(t.number, t.params)
+                continue  # a seed re-run's seed is simply not done: it runs again
             if t.user_attrs.get("role") == "seed":
-                if t.state == TrialState.COMPLETE:
+                if t.state.is_finished():  # an error is final; only unfinished seeds rerun
                     seeds_done.add(int(t.params["seed"]))
             else:
                 tune_done += 1
         return tune_done, seeds_done
+
+    def enqueue_rerun(self, number: int, params: dict[str, Any]) -> None:
+        """Queue trial `number`'s configuration to run again (the next tuning ask takes it)."""
+        attrs = {RERUN_OF: number, "role": "tune",
+                 **({"arm": self.arm.label} if self.arm.label else {})}
+        self._ot_study.enqueue_trial(dict(params), user_attrs=attrs, skip_if_exists=False)
 
     # -- asking -----------------------------------------------------------------------
     def ask(self, trial_id: str, role: str, seed: int | None = None) -> dict[str, Any]:
@@ -108,7 +140,9 @@ class ArmSearch(OptunaSearch):
             best = self.best_tune_trial()
             assert best is not None
             params = {**best.params, "seed": seed}
-            study.enqueue_trial(params, skip_if_exists=False)
+            # The role goes with the enqueued trial: a driver killed before the ask below
+            # leaves a WAITING seed trial, which a resume must not take for a tuning one.
+            study.enqueue_trial(params, user_attrs={"role": "seed"}, skip_if_exists=False)
             ot_trial = study.ask(fixed_distributions=self.plan.distributions(self.arm, seed))
         else:
             ot_trial = study.ask(fixed_distributions=self._space)
@@ -121,12 +155,9 @@ class ArmSearch(OptunaSearch):
         return params
 
     def best_tune_trial(self) -> optuna.trial.FrozenTrial | None:
-        sign = 1 if self.plan.spec.direction == "maximize" else -1
-        done = [
-            t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("role") != "seed" and t.value is not None
-        ]
-        return max(done, key=lambda t: sign * t.value) if done else None
+        return best_tune_of(self._ot_study.get_trials(deepcopy=False,
+                                                      states=(TrialState.COMPLETE,)),
+                            self.plan.spec.direction)
 
     # -- results ------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -139,7 +170,7 @@ class ArmSearch(OptunaSearch):
         # trial Ray restarted (its worker died) numbers from 1 again and overwrites them.
         for epoch in [*result.get(EPOCHS_KEY, ()), result]:
             value = epoch.get(self.metric)
-            if _finite(value):
+            if finite(value):
                 info.unwritten[epoch[STEP_KEY]] = float(value)
         info.last_step = step
         self.ledger.reports[info.role] += 1
@@ -173,7 +204,7 @@ class ArmSearch(OptunaSearch):
             attrs["fail_reason"] = CANCELLED
         elif info.stopped_by_scheduler and ended_early and not diverged:
             state, outcome = TrialState.PRUNED, "pruned"
-        elif not _finite(value):
+        elif not finite(value):
             # A diverged trial whose metric is NaN (e.g. val_loss) can't hold a value.
             state, outcome = TrialState.FAIL, "diverged" if diverged else "failed"
             attrs["fail_reason"] = DIVERGED if diverged else NO_METRIC
@@ -277,18 +308,39 @@ class StudySearch(DriverOnly, Searcher):
         owner = self._owner.pop(trial_id, None)
         if owner is None:
             return
-        role = self.ledger.trials[trial_id].role if trial_id in self.ledger.trials else None
-        params = dict(self.ledger.trials[trial_id].ot_trial.params) if role else {}
+        info = self.ledger.trials.get(trial_id)
         outcome = owner.on_trial_complete(trial_id, result, error)
-        if outcome == "lost" and self.lost < self.plan.trials_per_arm * len(self.arms):
+        if (outcome == "lost" and info is not None
+                and self.lost < self.plan.trials_per_arm * len(self.arms)):
             # Hand the lost trial's slot out again (bounded: a worker that dies every time
-            # must not loop forever).
+            # must not loop forever): the same configuration, for a tuning trial, so what
+            # the sampler proposed is measured and the grid loses no point.
             self.lost += 1
             index = owner.arm.index
-            if role == "seed":
-                self.seeds_started[index].discard(int(params["seed"]))
+            if info.role == "seed":
+                self.seeds_started[index].discard(int(info.ot_trial.params["seed"]))
             else:
+                owner.enqueue_rerun(info.ot_trial.number, info.ot_trial.params)
                 self.tune_started[index] -= 1
+
+    def failure(self) -> str | None:
+        """Why the study measured nothing, when every one of its trials failed (read from
+        the storage, so a resumed run of a failed study says it again): the first failed
+        trial's error, or its `fail_reason`. None when any trial completed, or none ran."""
+        failed: list[tuple[ArmSearch, optuna.trial.FrozenTrial]] = []
+        for arm in self.arms:
+            for t in arm._ot_study.get_trials(deepcopy=False):
+                if t.state == TrialState.COMPLETE:
+                    return None
+                if t.state == TrialState.FAIL:
+                    failed.append((arm, t))
+        if not failed:
+            return None
+        arm, first = next(((a, t) for a, t in failed if "error" in t.user_attrs), failed[0])
+        reason = first.user_attrs.get("fail_reason", "unknown")
+        what = first.user_attrs.get("error") or f"fail_reason {reason}"
+        return (f"every trial failed ({len(failed)} failed, none complete); first error, trial "
+                f"#{first.number} of study {arm.arm.study_name!r}: {what}")
 
     def abandon_unfinished(self) -> int:
         """Fail every trial Tune never completed (stopped with the run, or never started),

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import ray
@@ -50,17 +51,41 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def run_trial(config: dict[str, Any], objective: str, cpus: float) -> None:
-    config = dict(config)
-    report_every_s = float(config.pop(REPORT_EVERY_KEY, 0.0))
-    kind, device_name = _device()
-    os.environ["LIANDAN_DEVICE"] = kind
+def _epochs(objective: str, config: dict[str, Any], cpus: float) -> Iterator[Any]:
+    """The objective's epochs. A plain function that raises does so here, at the call;
+    one that returns a dict (instead of yielding one per epoch) is told so."""
     fn = resolve(objective)
     if "torch" in sys.modules:  # a pure-Python objective never pays for importing torch
         import torch
 
         torch.set_num_threads(max(1, int(cpus)))
+    out = fn(config)
+    if isinstance(out, Mapping):
+        raise TypeError("the objective returned a dict; it must yield one dict of metrics "
+                        "per epoch (use `yield`, not `return`)")
+    return iter(out)
+
+
+def run_trial(config: dict[str, Any], objective: str, cpus: float) -> None:
+    config = dict(config)
+    report_every_s = float(config.pop(REPORT_EVERY_KEY, 0.0))
+    kind, device_name = _device()
+    os.environ["LIANDAN_DEVICE"] = kind
     node_id = ray.get_runtime_context().get_node_id()
+
+    def fail(exc: BaseException) -> None:
+        # Reported, not raised: Ray retries a trial whose *worker* died (FailureConfig),
+        # but re-running a deterministic bug would only fail again, slower, and be told
+        # as a lost worker instead of the objective's error.
+        tune.report({ERROR_KEY: f"{type(exc).__name__}: {exc}",
+                     "traceback": traceback.format_exc(limit=8)[-4000:],
+                     "node_id": node_id, "device": device_name})
+
+    try:  # importing the objective and calling it are the objective's, as its epochs are
+        epochs = _epochs(objective, config, cpus)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the objective's bug is the outcome
+        fail(exc)
+        return
     compute_s = 0.0  # time spent inside the objective: what Ray and Optuna add is the rest
     held: list[dict] = []  # epochs not yet reported
     step = 0
@@ -72,24 +97,22 @@ def run_trial(config: dict[str, Any], objective: str, cpus: float) -> None:
             tune.report({**held[-1], EPOCHS_KEY: held[:-1]} if len(held) > 1 else held[-1])
             held, reported_at = [], time.monotonic()
 
-    epochs = iter(fn(config))
     while True:
         start = time.perf_counter()
         try:
             metrics = next(epochs, None)
-        except Exception as exc:  # noqa: BLE001 - the objective's bug is the trial's outcome
+            if metrics is not None and not isinstance(metrics, Mapping):
+                raise TypeError(f"the objective yielded {type(metrics).__name__}, not a dict "
+                                "of metrics")
+            report = {str(k): _clean(v) for k, v in (metrics or {}).items()}
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - see fail()
             flush()
-            # Reported, not raised: Ray retries a trial whose *worker* died (FailureConfig),
-            # but re-running a deterministic bug would only fail again, slower.
-            tune.report({ERROR_KEY: f"{type(exc).__name__}: {exc}",
-                         "traceback": traceback.format_exc(limit=8)[-4000:],
-                         "node_id": node_id, "device": device_name})
+            fail(exc)
             return
         compute_s += time.perf_counter() - start
         if metrics is None:
             flush()
             return
-        report = {k: _clean(v) for k, v in metrics.items()}
         report.update(node_id=node_id, device=device_name, compute_s=compute_s)
         report[STEP_KEY] = step = step + 1
         held.append(report)
