@@ -514,10 +514,11 @@ def cmd_liandan(args: argparse.Namespace) -> None:
         spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
         db = Path(tmp) / "gpu_check.db"
         url = f"sqlite:///{db}"
-        # --no-report: the report's path imports optuna_dashboard, which is not brought along.
+        # The report comes back too; its dashboard note is not saved there (no
+        # optuna-dashboard on that machine), which the run prints as a warning.
         cmd = [sys.executable, "-m", "service.cli", "run", str(spec_path), "--storage", url,
-               "--data-root", str(data_root), "--no-progress", "--no-report",
-               "--out", str(Path(tmp) / "reports")]
+               "--data-root", str(data_root), "--no-progress",
+               "--out", str(outdir / "stage3_reports")]
         out["command"] = " ".join(cmd[1:]).replace(tmp, "$TMP")
         print("$ python " + out["command"], flush=True)
         t0 = time.perf_counter()
