@@ -100,6 +100,13 @@ class RuleCheck:
             finding.plots += self.plot(loaded, finding, plot_dir)
         return finding
 
+    def adapt(self, stem: str, spec: dict[str, Any],
+              earlier: dict[str, StudyData | None]) -> dict[str, Any]:
+        """The spec `stem` runs with (a JSON dict), given the studies of this check's specs
+        that ran before it (`earlier`: stem -> data). Default: as written. R10 places its
+        arms from an earlier scan this way (a spec cannot depend on a result)."""
+        return spec
+
     def load(self, studies: dict[str, StudyData | None]) -> Any:
         """The data the check compares, or a Finding (not_tested / inconclusive) saying why
         there is nothing to compare."""

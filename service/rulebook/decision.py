@@ -219,9 +219,12 @@ def _family(findings: Sequence[Finding]) -> list[Hypothesis]:
             for h in part.hypotheses if h.p is not None]
 
 
-def family_text(findings: Sequence[Finding], alpha: float = ALPHA) -> str:
-    """What the report's multiplicity family is, in one paragraph."""
+def family_text(findings: Sequence[Finding], alpha: float = ALPHA,
+                plan_alpha: float | None = None) -> str:
+    """What the report's multiplicity family is, in one paragraph (`plan_alpha`: the level
+    'more needed' plans at, when it is not `alpha`: a staged design's last look)."""
     m = len(_family(findings))
+    level = alpha if plan_alpha is None else plan_alpha
     k = sum(1 for f in findings if f.verdict != "not_tested" and f.parts)
     return (f"Error control: one Holm family of m = {m} hypotheses over the {k} tested rules, "
             f"at alpha = {alpha:g}. Each part of a claim contributes a one-sided test in the "
@@ -233,24 +236,27 @@ def family_text(findings: Sequence[Finding], alpha: float = ALPHA) -> str:
             "part is (intersection-union), contradicted when any part is. Holm's control of "
             "the family-wise error bounds the chance of any wrong decided verdict in this "
             f"report by {alpha:g}. 'More needed' plans seeds at the Bonferroni level "
-            f"alpha/m = {alpha / max(m, 1):.2g}, the strictest step of Holm's procedure.")
+            f"alpha/m = {level / max(m, 1):.2g}"
+            + ("" if plan_alpha is None else f" (alpha {level:.3g}, the last look's share)")
+            + ", the strictest step of Holm's procedure.")
 
 
 def finalize(findings: list[Finding], alpha: float = ALPHA, *,
-             plan_more: bool = True) -> list[Finding]:
+             plan_more: bool = True, plan_alpha: float | None = None) -> list[Finding]:
     """Holm-correct every hypothesis of the report together, then decide every verdict (and,
-    with `plan_more`, plan the seeds an inconclusive one needs)."""
+    with `plan_more`, plan the seeds an inconclusive one needs, at `plan_alpha` / m: by
+    default `alpha`; a staged design passes its last look's share of alpha)."""
     family = _family(findings)
     for h, adj in zip(family, stats.holm([h.p for h in family]), strict=True):
         h.p_adjusted = adj
     m = max(len(family), 1)
     for f in findings:
         if f.verdict != "not_tested":
-            _decide(f, alpha, m, plan_more)
+            _decide(f, alpha, m, plan_more, alpha if plan_alpha is None else plan_alpha)
     return findings
 
 
-def _decide(f: Finding, alpha: float, m: int, plan_more: bool) -> None:
+def _decide(f: Finding, alpha: float, m: int, plan_more: bool, plan_alpha: float) -> None:
     for part in f.parts:
         h = part.deciding(alpha)
         part.verdict = ("inconclusive" if h is None else
@@ -285,7 +291,7 @@ def _decide(f: Finding, alpha: float, m: int, plan_more: bool) -> None:
             f.p_value = max(h.p for h in support)  # type: ignore[type-var]
             f.p_adjusted = max(h.p_adjusted for h in support)  # type: ignore[type-var]
         if plan_more and not f.more_needed:
-            f.more_needed = plan(f, alpha, m)
+            f.more_needed = plan(f, plan_alpha, m)
 
 
 def _target_se(margin: float | None, level: float, power: float = 0.8) -> float | None:

@@ -37,6 +37,8 @@ class ReportContext:
     budget: str | None = None
     errors: Mapping[str, str] = field(default_factory=dict)  # stem -> why it did not run
     notes: list[str] = field(default_factory=list)  # said once, under the title
+    procedure: str = ""  # a staged design's looks (service.rulebook.staging), under the family
+    plan_alpha: float | None = None  # the level 'more needed' planned at, when not alpha
 
 
 
@@ -58,10 +60,12 @@ def decided_by(f: Finding) -> str:
         return "—" if not f.undecided_because else "edge of range"
     d = f.decision
     part = f" on {d['part']}" if len(f.parts) > 1 else ""
-    return f"{d['test']}{part} (p {_num(d['p'])}, Holm {_num(d['p_adjusted'])})"
+    look = f", look {d['look']}/{d['looks']} at alpha {d['alpha']:.3g}" if "look" in d else ""
+    return f"{d['test']}{part} (p {_num(d['p'])}, Holm {_num(d['p_adjusted'])}{look})"
 
 
-def verdict_lines(findings: list[Finding]) -> list[str]:
+def verdict_lines(findings: list[Finding], procedure: str = "",
+                  plan_alpha: float | None = None) -> list[str]:
     counts = {v: sum(f.verdict == v for f in findings)
               for v in ("supported", "contradicted", "inconclusive", "not_tested")}
     lines = ["## Verdicts", "",
@@ -72,8 +76,8 @@ def verdict_lines(findings: list[Finding]) -> list[str]:
                      f"**{f.verdict}** | {sections.cell(decided_by(f))} | {effect_text(f)} | "
                      f"{_num(f.p_adjusted)} |")
     lines += ["", " · ".join(f"{k}: {v}" for k, v in counts.items()), "",
-              family_text(findings), ""]
-    return lines
+              family_text(findings, plan_alpha=plan_alpha), ""]
+    return lines + ([procedure, ""] if procedure else [])
 
 
 def parts_lines(f: Finding) -> list[str]:
@@ -144,7 +148,7 @@ def write_rulebook_report(findings: list[Finding], context: ReportContext,
              f"objective `{context.objective}`{budget} · storage `{url}` · "
              f"device {devices(trials)} · created {created}", ""]
     lines += [f"*{note}*" for note in context.notes] + ([""] if context.notes else [])
-    lines += verdict_lines(findings)
+    lines += verdict_lines(findings, context.procedure, context.plan_alpha)
     for f in findings:
         lines += rule_lines(f, context.checks.get(f.rule), out, plot_dir)
     lines += ["## Studies", ""]

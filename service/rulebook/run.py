@@ -12,8 +12,6 @@ the objective does not honour a parameter the rule needs, or its study failed to
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shlex
 import time
 import traceback
@@ -22,16 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
 from service.report.files import ReportPaths, check_name
 from service.report.study import write_study_report
 from service.rulebook import registry
-from service.rulebook._base import Finding, RuleCheck
+from service.rulebook._base import ALPHA, Finding, RuleCheck
 from service.rulebook._base import not_tested as _not_tested
 from service.rulebook.decision import finalize
+from service.rulebook.execute import LookRun, join_name, run_specs, slug, study_name
 from service.rulebook.report import ReportContext, write_rulebook_report
-from service.spec import load_spec, validate_spec
+from service.rulebook.sharing import Sharer
+from service.rulebook.staging import STAGES, Stages, decide_look, procedure_text, stageable
+from service.spec import load_spec
 from service.store.storage import describe, open_storage
 from service.store.study_data import StudyData, load_study_data
 
@@ -40,9 +40,8 @@ __all__ = ["BUDGETS", "RulebookResult", "honoured_params", "report_study", "rule
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS_DIR = ROOT / "search_spaces" / "rulebook"
-BUDGETS = ("small", "full")
+BUDGETS = tuple(STAGES)  # small, medium, full
 DEFAULT_OBJECTIVE = "digits_cnn"
-MAX_NAME = 64
 # The blog's claims (RULES.md), for rules whose check does not exist yet: their finding
 # still needs a claim in the ◆ JSON.
 CLAIMS = {
@@ -64,30 +63,9 @@ CLAIMS = {
 
 
 # ------------------------------------------------------------------ names
-def slug(text: str) -> str:
-    """`text` as a name part: lowercase, runs of anything but a-z 0-9 as one '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "objective"
-
-
-def _join(prefix: str, objective: str, suffix: str = "") -> str:
-    """prefix-slug(objective)suffix, at most 64 characters; a slug cut short gets a hash of
-    the whole so two long objective names cannot share a study."""
-    part = slug(objective)
-    room = MAX_NAME - len(prefix) - len(suffix) - 1
-    if len(part) > room:
-        digest = hashlib.sha1(part.encode()).hexdigest()[:8]
-        part = part[:room - 9].rstrip("-") + "-" + digest
-    return check_name(f"{prefix}-{part}{suffix}")
-
-
-def study_name(stem: str, objective: str) -> str:
-    """The study a rulebook spec becomes for `objective`: 'batch-generalization-digits-cnn'."""
-    return _join(stem, objective)
-
-
 def rulebook_name(objective: str, budget: str) -> str:
     """The combined report's name: 'rulebook-digits-cnn-small'."""
-    return _join("rulebook", objective, f"-{budget}")
+    return join_name("rulebook", objective, f"-{budget}")
 
 
 # ------------------------------------------------------------------ the objective's parameters
@@ -119,6 +97,8 @@ class RulebookResult:
     wall_s: float
     studies: dict[str, str] = field(default_factory=dict)  # stem -> study name, that ran
     errors: dict[str, str] = field(default_factory=dict)  # stem -> why it did not run
+    looks: int = 1  # looks taken (a staged budget may stop before its last)
+    shared: int = 0  # trials copied from identical arms instead of trained
 
 
 def _claim(rule: str, check: RuleCheck | None) -> str:
@@ -133,22 +113,6 @@ def _selected(rules: Iterable[str] | None) -> list[str]:
     if unknown:
         raise ValueError(f"unknown rule IDs {', '.join(unknown)}: use R1 to R14")
     return [r for r in registry.RULE_IDS if r in chosen]  # registry order, each once
-
-
-def _run_spec(path: Path, objective: str, storage_url: str | None, ray_address: str | None,
-              show_progress: bool, console: Console) -> str:
-    """Run one rulebook spec for `objective`; returns the study name (raises on failure)."""
-    from service.run.runner import run_study
-
-    stem = path.stem
-    base = load_spec(path, check_objective=False).model_dump(mode="json")
-    spec = validate_spec({**base, "objective": objective, "name": study_name(stem, objective)})
-    result = run_study(spec, storage_url, ray_address=ray_address, show_progress=show_progress,
-                       console=console)
-    console.print(f"  {escape(spec.name)}: {result.started} trials run in "
-                  f"{result.wall_s:.1f} s" + (" (already complete)" if not result.started
-                                              else ""))
-    return spec.name
 
 
 def _check(check: RuleCheck, studies: dict[str, StudyData | None], plot_dir: Path,
@@ -191,50 +155,28 @@ def _lacking(check: RuleCheck, objective: str, honoured: frozenset[str] | None) 
             "which this rule needs")
 
 
-def _run_specs(stems: list[str], folder: Path, objective: str, storage_url: str | None,
-               ray_address: str | None, show_progress: bool,
-               console: Console) -> tuple[dict[str, str], dict[str, str]]:
-    """Run each spec; (stem -> study name that ran, stem -> why it did not)."""
-    from service.run.runner import ensure_ray, stop_ray
-
-    ran: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    if not stems:
-        return ran, errors
-    started_ray = ensure_ray(ray_address)  # one Ray for all: starting one costs seconds
-    try:
-        for i, stem in enumerate(stems, 1):
-            console.print(f"[{i}/{len(stems)}] {escape(stem)} on {escape(objective)}")
-            path = folder / f"{stem}.yaml"
-            try:
-                if not path.is_file():
-                    raise FileNotFoundError(f"no spec {path}")
-                ran[stem] = _run_spec(path, objective, storage_url, ray_address,
-                                      show_progress, console)
-            except Exception as exc:  # noqa: BLE001 - a failed study fails only its rules
-                errors[stem] = f"{type(exc).__name__}: {exc}"
-                console.print(f"  [red]failed[/red]: {escape(errors[stem])}")
-    finally:
-        if started_ray:
-            stop_ray()
-    return ran, errors
-
-
 def run_rulebook(objective: str = DEFAULT_OBJECTIVE, budget: str = "small",
                  rules: Iterable[str] | None = None, out_dir: str | Path = "reports",
                  storage_url: str | None = None, ray_address: str | None = None, *,
                  specs_dir: str | Path | None = None, show_progress: bool = False,
-                 command: str = "", console: Console | None = None) -> RulebookResult:
+                 command: str = "", console: Console | None = None,
+                 max_wall_s: float | None = None, share: bool = True) -> RulebookResult:
     """Run every selected rule's studies on `objective` and write one combined report.
 
     `rules` defaults to every rule, in registry order; `specs_dir` to the project's
-    `search_spaces/rulebook` (it holds one folder per budget). Raises ValueError for an
-    unknown budget or rule ID; everything else that goes wrong becomes a not_tested finding.
+    `search_spaces/rulebook` (it holds one folder per budget). A budget with several looks
+    (`staging.STAGES`, e.g. medium) adds evidence seeds in stages to the studies of rules not
+    yet decided, until every such rule is decided, the looks are spent, or the next look would
+    end past `max_wall_s` (default: the budget's). With `share`, an arm identical to one
+    trained before is copied, not trained again. Raises ValueError for an unknown budget or
+    rule ID; everything else that goes wrong becomes a not_tested finding.
     """
     t0 = time.perf_counter()
     console = console or Console()
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}: use {' or '.join(BUDGETS)}")
+    stages = STAGES[budget]
+    wall_limit = max_wall_s if max_wall_s is not None else stages.max_wall_s
     selected = _selected(rules)
     checks = registry.all_checks()
     name = rulebook_name(objective, budget)
@@ -244,40 +186,116 @@ def run_rulebook(objective: str = DEFAULT_OBJECTIVE, budget: str = "small",
         notes += [note] if note else []
     except Exception as exc:  # noqa: BLE001 - an objective that does not load tests nothing
         why = f"the objective {objective!r} did not load: {type(exc).__name__}: {exc}"
-        findings = {r: _not_tested(r, _claim(r, checks.get(r)), why) for r in selected}
+        fixed = {r: _not_tested(r, _claim(r, checks.get(r)), why) for r in selected}
         stems: list[str] = []
     else:
-        findings, stems = _plan(selected, checks, objective, honoured)
-    ran, errors = _run_specs(stems, Path(specs_dir or SPECS_DIR) / budget, objective,
-                             storage_url, ray_address, show_progress, console)
+        fixed, stems = _plan(selected, checks, objective, honoured)
 
     storage = open_storage(storage_url)
-    data: dict[str, StudyData | None] = {
-        stem: load_study_data(storage, ran[stem]) if stem in ran else None for stem in stems}
     plot_dir = Path(out_dir) / name
     plot_dir.mkdir(parents=True, exist_ok=True)
-    for rule in selected:
-        if rule in findings:
-            continue
-        check = checks[rule]
-        failed = [f"{s}: {errors[s]}" for s in check.specs if s in errors]
-        if failed:
-            findings[rule] = _not_tested(rule, check.claim, "its study did not run: "
-                                         + "; ".join(failed))
-            continue
-        findings[rule] = _check(check, {s: data.get(s) for s in check.specs}, plot_dir,
-                                console)
-        if notes and findings[rule].verdict != "not_tested":
-            findings[rule].caveats += notes
-
-    ordered = finalize([findings[r] for r in selected])
+    tested = {r: checks[r] for r in selected if r not in fixed}
+    alphas = stages.alphas(ALPHA)
+    known: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    decided: dict[str, Finding] = {}
+    current: dict[str, Finding] = {}
+    data: dict[str, StudyData | None] = {stem: None for stem in stems}
+    seeds_at: list[dict[str, int]] = []
+    sharer = Sharer(storage) if share else None
+    active, stopped = list(stems), "every look was taken"
+    started_ray = _start_ray(ray_address) if stems else False
+    try:
+        for look in range(stages.looks):
+            ran = run_specs(active, Path(specs_dir or SPECS_DIR) / budget, objective, storage,
+                            storage_url, ray_address, factor=stages.factors[look],
+                            checks=tested, sharer=sharer, known=known,
+                            show_progress=show_progress, console=console)
+            errors.update(ran.errors)
+            seeds_at.append({**(seeds_at[-1] if seeds_at else {}), **ran.seeds})
+            data.update({stem: load_study_data(storage, known[stem]) for stem in ran.ran})
+            current = _evaluate(tested, decided, fixed, data, errors, plot_dir, notes, console)
+            for rule, f in fixed.items():
+                current.setdefault(rule, f)  # not tested: outside the family, as finalize does
+            decide_look(selected, current, decided, stages, look, {
+                r: {s: seeds_at[-1].get(s, 0) for s in c.specs} for r, c in tested.items()})
+            if look + 1 == stages.looks:
+                break
+            active = [s for s in stems if s in known and any(
+                s in tested[r].specs and stageable(f) for r, f in current.items()
+                if r in tested and r not in decided) and (data[s] is not None and data[s].spec.get(
+                    "budget", {}).get("seeds", 0) > 0)]
+            if not active:
+                stopped = f"stopped after look {look + 1}: no undecided rule more seeds can decide"
+                break
+            if wall_limit is not None and (time.perf_counter() - t0) + _next_look_s(
+                    ran, data, active, stages, look) > wall_limit:
+                stopped = (f"stopped after look {look + 1}: the next look would end past the "
+                           f"wall-time budget of {wall_limit:.0f} s")
+                break
+    finally:
+        if started_ray:
+            _stop_ray()
+    findings = {**fixed, **current, **decided}
+    ordered = [findings[r] for r in selected]
     wall_s = time.perf_counter() - t0
     context = ReportContext(
         objective=objective, studies=data, checks=checks, storage_url=storage_url,
         command=command or _command(objective, budget, selected, out_dir, storage_url),
-        wall_s=wall_s, budget=budget, errors=errors, notes=notes)
+        wall_s=wall_s, budget=budget, errors=errors, notes=notes,
+        procedure=procedure_text(stages, ALPHA, len(seeds_at), seeds_at, stopped)
+        + (f" Trials copied from identical arms instead of trained: {sharer.copied}."
+           if sharer is not None and sharer.copied else ""),
+        plan_alpha=alphas[-1] if stages.looks > 1 else None)
     paths = write_rulebook_report(ordered, context, out_dir, name)
-    return RulebookResult(ordered, paths, wall_s, ran, errors)
+    return RulebookResult(ordered, paths, wall_s, dict(known), errors,
+                          looks=len(seeds_at), shared=sharer.copied if sharer else 0)
+
+
+def _start_ray(address: str | None) -> bool:
+    from service.run.runner import ensure_ray
+
+    return ensure_ray(address)  # one Ray for every study: starting one costs seconds
+
+
+def _stop_ray() -> None:
+    from service.run.runner import stop_ray
+
+    stop_ray()
+
+
+def _evaluate(tested: dict[str, RuleCheck], decided: dict[str, Finding],
+              fixed: dict[str, Finding], data: dict[str, StudyData | None],
+              errors: dict[str, str], plot_dir: Path, notes: list[str],
+              console: Console) -> dict[str, Finding]:
+    """Every tested rule not yet decided, checked on the studies as they stand now."""
+    out: dict[str, Finding] = {}
+    for rule, check in tested.items():
+        if rule in decided:
+            continue
+        failed = [f"{s}: {errors[s]}" for s in check.specs if s in errors]
+        if failed:
+            out[rule] = _not_tested(rule, check.claim, "its study did not run: "
+                                    + "; ".join(failed))
+            continue
+        out[rule] = _check(check, {s: data.get(s) for s in check.specs}, plot_dir, console)
+        if notes and out[rule].verdict != "not_tested":
+            out[rule].caveats += notes
+    return out
+
+
+def _next_look_s(ran: LookRun, data: dict[str, StudyData | None], active: list[str],
+                 stages: Stages, look: int) -> float:
+    """The next look's time, estimated from this look's time per trial trained."""
+    per_trial = ran.wall_s / max(ran.started, 1)
+    more = 0
+    for stem in active:
+        study = data.get(stem)
+        now = ran.seeds.get(stem) or 0
+        if study is not None and now:
+            more += len(study.arms) * (now // stages.factors[look] * stages.factors[look + 1]
+                                       - now)
+    return per_trial * more
 
 
 def _command(objective: str, budget: str, rules: list[str], out_dir: str | Path,
