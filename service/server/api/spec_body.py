@@ -153,7 +153,8 @@ def limit_problems(spec: StudySpec, max_trials: int,
     if total > max_trials:
         problems.append(SpecProblem(
             "budget", {"arms": arms, "trials": budget.trials, "seeds": budget.seeds},
-            f"at most {max_trials} trials in all, arms x (trials + seeds) (LIANDAN_MAX_TRIALS)",
+            f"at most {max_trials} trials in all: arms x (trials + seed re-runs) "
+            "(LIANDAN_MAX_TRIALS)",
             f"the study plans {total} trials"))
     need = spec.resources
     if nodes is not None and (why := unschedulable(need.cpu, need.gpu, nodes)):
