@@ -23,7 +23,10 @@ from optuna.distributions import (
 from service.spec import Range, StudySpec
 
 TUNE_SEED = 0  # the seed every tuning trial uses unless the spec fixes one
-SEED_BASE = 1000  # seed re-runs use 1000, 1001, ...: never the tuning seed
+SEED_BASE = 1000  # evidence re-runs use 1000, 1001, ...: never the tuning seed
+# Candidate re-runs (choosing an arm's configuration) use 2000, 2001, ...: seeds that are
+# neither the tuning seed nor the evidence's, so the evidence is measured on fresh seeds.
+SELECT_SEED_BASE = 2000
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,25 @@ class Plan:
     spec: StudySpec
     arms: list[Arm]
     trials_per_arm: int
-    seeds: list[int] = field(default_factory=list)  # seeds of the re-runs of each arm's best
+    seeds: list[int] = field(default_factory=list)  # evidence: re-runs of each arm's choice
     tune_seed: int = TUNE_SEED
     max_epochs: int | None = None  # longest trial in epochs, when the objective says
+    # Choosing an arm's configuration: its top `candidates` tuning configurations, each
+    # re-run on `candidate_seeds`; the best mean is chosen (service.run.selection).
+    candidates: int = 1
+    candidate_seeds: list[int] = field(default_factory=list)
+
+    @property
+    def selects(self) -> bool:
+        """Whether arms choose among candidates (else: the single best tuning trial)."""
+        return bool(self.seeds) and self.candidates > 1 and bool(self.candidate_seeds)
 
     @property
     def total_trials(self) -> int:
-        return len(self.arms) * (self.trials_per_arm + len(self.seeds))
+        """Trials of the plan: at most, since an arm with fewer complete tuning trials
+        than `candidates` re-runs fewer."""
+        select = self.candidates * len(self.candidate_seeds) if self.selects else 0
+        return len(self.arms) * (self.trials_per_arm + select + len(self.seeds))
 
     @property
     def study_names(self) -> list[str]:
@@ -166,6 +181,12 @@ def make_plan(spec: StudySpec) -> Plan:
         trials = min(trials, size)
     tune_seed = int(spec.fixed.get("seed", TUNE_SEED))
     seeds = [SEED_BASE + i for i in range(spec.budget.seeds)]
-    return Plan(spec, arms, trials, seeds, tune_seed, max_epochs(spec))
+    budget = spec.budget
+    candidates, candidate_seeds = 1, []
+    if seeds and budget.candidates > 1 and budget.candidate_seeds > 0:
+        candidates = min(budget.candidates, trials)
+        candidate_seeds = [SELECT_SEED_BASE + i for i in range(budget.candidate_seeds)]
+    return Plan(spec, arms, trials, seeds, tune_seed, max_epochs(spec), candidates,
+                candidate_seeds)
 
 

@@ -133,6 +133,13 @@ class Budget(BaseModel):
     seeds: int = Field(0, strict=True, ge=0, le=1000, description="an integer, 0 to 1000")
     max_concurrent: int = Field(2, strict=True, ge=1, le=1024, description="an integer, 1 to 1024")
 
+    # Choosing each arm's configuration without tuning luck (RULES.md): when `seeds` > 0,
+    # the top `candidates` tuning configurations are re-run on `candidate_seeds` seeds each
+    # and the best mean is the one re-run on the `seeds` (candidates: 1 or candidate_seeds:
+    # 0 re-runs the single best tuning trial, as before).
+    candidates: int = Field(3, strict=True, ge=1, le=20, description="an integer, 1 to 20")
+    candidate_seeds: int = Field(2, strict=True, ge=0, le=100,
+                                 description="an integer, 0 to 100")
 
 class Search(BaseModel):
     """Which Optuna sampler proposes trials and which scheduler prunes them."""

@@ -6,8 +6,9 @@ final epoch is stored as an intermediate value, and each trial gets the ◆ reco
 attributes (`arm`, `role`, `node_id`, `device`, the last value of every metric).
 
 `StudySearch` hands out trials across arms so no arm can starve another: the arm with
-the fewest started trials goes next; once an arm's tuning budget has finished, its best
-configuration is re-run with new seeds (role `seed`).
+the fewest started trials goes next; once an arm's tuning budget has finished, its
+configuration is chosen without tuning luck and re-run with new seeds (role `seed`,
+service.run.selection).
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ from service.records import (
     finite,
 )
 from service.run.ledger import DriverOnly, Ledger, TrialInfo
+from service.run.selection import (
+    CANDIDATE,
+    EVIDENCE,
+    SELECT,
+    STAGE,
+    Candidate,
+    candidates_from_record,
+    choose,
+    selection_record,
+    stage_of,
+    top_candidates,
+)
 from service.run.trainable import EPOCHS_KEY, ERROR_KEY, REPORT_EVERY_KEY, STEP_KEY
 from service.store.optuna_adapter import storage_of, trial_id_of
 from service.store.storage import write_trial
@@ -43,6 +56,10 @@ log = logging.getLogger(__name__)
 
 # User attribute of a trial that re-runs an unfinished one: the number of that trial.
 RERUN_OF = "rerun_of"
+
+# A seed re-run, as the searcher tracks it: (stage, candidate's tuning trial or None, seed).
+RerunKey = tuple[str, int | None, int]
+WAIT = "wait"  # an arm's next re-run depends on re-runs still running
 
 # Least time between two reports of a trial no scheduler may stop (see service.run.trainable).
 REPORT_EVERY_S = 1.0
@@ -85,10 +102,26 @@ class ArmSearch(OptunaSearch):
         study.set_user_attr("spec_name", spec.name)
         study.set_user_attr("arm", arm.label or None)
         study.set_user_attr("arm_values", arm.values)
-        self.tune_done, self.seeds_done = self._recover()
+        # Seed re-runs: the ones started in this run or finished before, and their outcomes
+        # (metric or None when failed, val_loss), by RerunKey.
+        self.reruns_done: dict[RerunKey, tuple[float | None, float | None]] = {}
+        self.tune_done = self._recover()
+        self.reruns_started: set[RerunKey] = set(self.reruns_done)
+        self._rerun_keys: dict[str, RerunKey] = {}  # Tune trial id -> its RerunKey
+        self.candidates: list[Candidate] | None = None  # fixed once the tuning is done
+        self.chosen: Candidate | None = None
+        record = study.user_attrs.get("selection") or {}
+        if record.get("candidates"):
+            self.candidates = candidates_from_record(record)
+            self.chosen = next((c for c in self.candidates
+                                if c.trial == record.get("chosen_trial")), None)
+        # An older storage's seed re-runs (no `stage`) re-ran the best tuning trial: its
+        # arm keeps that choice.
+        self.legacy = self.candidates is None and any(
+            key[0] == EVIDENCE for key in self.reruns_done)
 
     # -- resuming ---------------------------------------------------------------------
-    def _recover(self) -> tuple[int, set[int]]:
+    def _recover(self) -> int:
         """Count what a previous run of this study finished; fail what it left running,
         and queue its unfinished tuning configurations to run again.
 
@@ -100,7 +133,7 @@ class ArmSearch(OptunaSearch):
         sample instead would silently drop the interrupted configuration: the grid sampler
         counts a FAIL grid point as visited.)
         """
-        tune_done, seeds_done = 0, set()
+        tune_done = 0
         storage = storage_of(self._ot_study)
         trials = self._ot_study.get_trials(deepcopy=False)
         rerun = {t.user_attrs.get(RERUN_OF) for t in trials}
@@ -122,10 +155,10 @@ class ArmSearch(OptunaSearch):
                 continue  # a seed re-run's seed is simply not done: it runs again
             if t.user_attrs.get("role") == "seed":
                 if t.state.is_finished():  # an error is final; only unfinished seeds rerun
-                    seeds_done.add(int(t.params["seed"]))
+                    self._rerun_finished(_rerun_key(t), t.value, t.user_attrs)
             else:
                 tune_done += 1
-        return tune_done, seeds_done
+        return tune_done
 
     def enqueue_rerun(self, number: int, params: dict[str, Any]) -> None:
         """Queue trial `number`'s configuration to run again (the next tuning ask takes it)."""
@@ -133,21 +166,89 @@ class ArmSearch(OptunaSearch):
                  **({"arm": self.arm.label} if self.arm.label else {})}
         self._ot_study.enqueue_trial(dict(params), user_attrs=attrs, skip_if_exists=False)
 
+    # -- seed re-runs: choosing the arm's configuration, then its evidence -------------
+    def reruns_left(self) -> int:
+        """Seed re-runs still to start (candidates counted as planned until fixed)."""
+        plan = self.plan
+        if not plan.seeds:
+            return 0
+        left = sum((EVIDENCE, None, s) not in self.reruns_started for s in plan.seeds)
+        if self.chosen is None and plan.selects and not self.legacy:
+            n = plan.candidates if self.candidates is None else len(self.candidates)
+            if n > 1:
+                started = sum(k[0] == SELECT for k in self.reruns_started)
+                left += max(n * len(plan.candidate_seeds) - started, 0)
+        return left
+
+    def next_rerun(self) -> tuple[RerunKey, dict[str, Any]] | str | None:
+        """The next seed re-run of this arm once its tuning is done: a candidate's re-run,
+        then (all of those finished, one chosen) the chosen configuration's evidence.
+        WAIT while the choice waits on running re-runs; None when nothing is left."""
+        plan = self.plan
+        if not plan.seeds:
+            return None
+        if self.chosen is None:
+            if self.candidates is None:
+                k = plan.candidates if plan.selects and not self.legacy else 1
+                self.candidates = top_candidates(
+                    self._ot_study.get_trials(deepcopy=False), k, plan.spec.direction)
+                if not self.candidates:
+                    return None  # nothing completed (all failed or pruned): nothing to re-run
+                self._write_selection(None)
+            if len(self.candidates) > 1:
+                for c in self.candidates:
+                    for seed in plan.candidate_seeds:
+                        if (SELECT, c.trial, seed) not in self.reruns_started:
+                            return (SELECT, c.trial, seed), c.params
+                if any(k[0] == SELECT and k not in self.reruns_done
+                       for k in self.reruns_started):
+                    return WAIT
+            for c in self.candidates:
+                c.values, c.val_losses = {}, {}
+                for (stage, trial, seed), (value, loss) in self.reruns_done.items():
+                    if stage == SELECT and trial == c.trial:
+                        c.values[seed] = value
+                        if loss is not None:
+                            c.val_losses[seed] = loss
+            self.chosen, how = choose(self.candidates, plan.spec.direction, plan.spec.metric)
+            self._write_selection(how)
+        for seed in plan.seeds:
+            if (EVIDENCE, None, seed) not in self.reruns_started:
+                return (EVIDENCE, None, seed), self.chosen.params
+        return None
+
+    def _write_selection(self, chosen_by: str | None) -> None:
+        plan = self.plan
+        k = plan.candidates if plan.selects and not self.legacy else 1
+        seeds = plan.candidate_seeds if k > 1 else []
+        self._ot_study.set_user_attr("selection", selection_record(
+            self.candidates or [], k, seeds, self.chosen, chosen_by))
+
+    def _rerun_finished(self, key: RerunKey, value: float | None, attrs: dict) -> None:
+        loss = attrs.get("val_loss")
+        self.reruns_done[key] = (float(value) if finite(value) else None,
+                                 float(loss) if finite(loss) else None)
+
     # -- asking -----------------------------------------------------------------------
-    def ask(self, trial_id: str, role: str, seed: int | None = None) -> dict[str, Any]:
+    def ask(self, trial_id: str, role: str, rerun: tuple[RerunKey, dict] | None = None
+            ) -> dict[str, Any]:
         study = self._ot_study
-        if role == "seed":
-            best = self.best_tune_trial()
-            assert best is not None
-            params = {**best.params, "seed": seed}
+        attrs: dict[str, Any] = {"role": role}
+        if rerun is not None:
+            (stage, candidate, seed), config = rerun
+            attrs[STAGE] = stage
+            if candidate is not None:
+                attrs[CANDIDATE] = candidate
+            params = {**config, "seed": seed}
             # The role goes with the enqueued trial: a driver killed before the ask below
             # leaves a WAITING seed trial, which a resume must not take for a tuning one.
-            study.enqueue_trial(params, user_attrs={"role": "seed"}, skip_if_exists=False)
+            study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
             ot_trial = study.ask(fixed_distributions=self.plan.distributions(self.arm, seed))
+            self.reruns_started.add(rerun[0])
+            self._rerun_keys[trial_id] = rerun[0]
         else:
             ot_trial = study.ask(fixed_distributions=self._space)
-        write_trial(ot_trial, {"role": role, **({"arm": self.arm.label}
-                                                if self.arm.label else {})})
+        write_trial(ot_trial, {**attrs, **({"arm": self.arm.label} if self.arm.label else {})})
         params = dict(ot_trial.params)
         self._ot_trials[trial_id] = ot_trial
         epochs = params.get("epochs", self.plan.max_epochs)
@@ -216,9 +317,11 @@ class ArmSearch(OptunaSearch):
         self.ledger.outcomes[outcome] += 1
         if state == TrialState.COMPLETE:
             self.ledger.improve(float(value))
+        key = self._rerun_keys.pop(trial_id, None)
         if info.role == "seed":
-            if state == TrialState.COMPLETE:
-                self.seeds_done.add(int(ot_trial.params["seed"]))
+            if key is not None and outcome not in ("cancelled", "lost"):
+                self._rerun_finished(key, value if state == TrialState.COMPLETE else None,
+                                     attrs)
         elif outcome not in ("cancelled", "lost"):
             self.tune_done += 1
         return outcome
@@ -230,6 +333,12 @@ class ArmSearch(OptunaSearch):
             # GridSampler calls study.stop() when its grid is spent, which only works
             # inside study.optimize; the state is already stored by then.
             log.debug("tell: %s", exc)
+
+
+def _rerun_key(trial: optuna.trial.FrozenTrial) -> RerunKey:
+    stage = stage_of(trial) or EVIDENCE
+    candidate = trial.user_attrs.get(CANDIDATE) if stage == SELECT else None
+    return stage, candidate, int(trial.params["seed"])
 
 
 def _jsonable(value: Any) -> Any:
@@ -250,18 +359,15 @@ class StudySearch(DriverOnly, Searcher):
         self.plan, self.ledger = plan, ledger
         self.arms = [ArmSearch(plan, arm, storage, ledger) for arm in plan.arms]
         self.tune_started = {a.arm.index: a.tune_done for a in self.arms}
-        self.seeds_started: dict[int, set[int]] = {
-            a.arm.index: set(a.seeds_done) for a in self.arms
-        }
         self._owner: dict[str, ArmSearch] = {}
         self.lost = 0  # trials re-issued because their worker died
 
     @property
     def remaining(self) -> int:
-        """Trials still to start (seed re-runs of an arm with no best are not counted)."""
+        """Trials still to start (an arm's seed re-runs counted as planned, though an arm
+        with nothing complete will have none)."""
         tune = sum(self.plan.trials_per_arm - n for n in self.tune_started.values())
-        seeds = sum(len(self.plan.seeds) - len(s) for s in self.seeds_started.values())
-        return tune + seeds
+        return tune + sum(a.reruns_left() for a in self.arms)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the plan fixed metric, mode and space already
@@ -279,17 +385,16 @@ class StudySearch(DriverOnly, Searcher):
             return self._config(arm.ask(trial_id, "tune"), "tune")
         waiting = False
         for arm in self.arms:
-            todo = [s for s in plan.seeds if s not in self.seeds_started[arm.arm.index]]
-            if not todo:
-                continue
             if arm.tune_done < plan.trials_per_arm:
-                waiting = True  # this arm's tuning is still running: its best may change
+                # This arm's tuning is still running: its candidates may change.
+                waiting = waiting or arm.reruns_left() > 0
                 continue
-            if arm.best_tune_trial() is None:
-                continue  # nothing completed (all failed or pruned): nothing to re-run
-            self.seeds_started[arm.arm.index].add(todo[0])
-            self._owner[trial_id] = arm
-            return self._config(arm.ask(trial_id, "seed", seed=todo[0]), "seed")
+            rerun = arm.next_rerun()
+            if rerun == WAIT:
+                waiting = True  # its choice waits on candidate re-runs still running
+            elif rerun is not None:
+                self._owner[trial_id] = arm
+                return self._config(arm.ask(trial_id, "seed", rerun), "seed")
         return None if waiting else Searcher.FINISHED
 
     def _config(self, params: dict, role: str) -> dict:
@@ -309,19 +414,23 @@ class StudySearch(DriverOnly, Searcher):
         if owner is None:
             return
         info = self.ledger.trials.get(trial_id)
+        key = owner._rerun_keys.get(trial_id)
         outcome = owner.on_trial_complete(trial_id, result, error)
-        if (outcome == "lost" and info is not None
-                and self.lost < self.plan.trials_per_arm * len(self.arms)):
+        if outcome != "lost" or info is None:
+            return
+        if self.lost < self.plan.trials_per_arm * len(self.arms):
             # Hand the lost trial's slot out again (bounded: a worker that dies every time
             # must not loop forever): the same configuration, for a tuning trial, so what
             # the sampler proposed is measured and the grid loses no point.
             self.lost += 1
-            index = owner.arm.index
-            if info.role == "seed":
-                self.seeds_started[index].discard(int(info.ot_trial.params["seed"]))
+            if key is not None:
+                owner.reruns_started.discard(key)
             else:
                 owner.enqueue_rerun(info.ot_trial.number, info.ot_trial.params)
-                self.tune_started[index] -= 1
+                self.tune_started[owner.arm.index] -= 1
+        elif key is not None:
+            # Not re-issued: a candidate's choice must not wait for it forever.
+            owner.reruns_done[key] = (None, None)
 
     def failure(self) -> str | None:
         """Why the study measured nothing, when every one of its trials failed (read from

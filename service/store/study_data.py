@@ -68,7 +68,11 @@ class ArmData:
         return [t for t in self.trials if t.user_attrs.get("role") != "seed" and t.state in states]
 
     def seeds(self, states=(TrialState.COMPLETE,)) -> list[FrozenTrial]:
-        return [t for t in self.trials if t.user_attrs.get("role") == "seed" and t.state in states]
+        """The evidence: seed re-runs of the arm's chosen configuration. Candidate re-runs
+        (`stage: select`, service.run.selection) only chose it; a seed re-run without a
+        `stage` (an older storage) is evidence."""
+        return [t for t in self.trials if t.user_attrs.get("role") == "seed"
+                and t.user_attrs.get("stage", "evidence") == "evidence" and t.state in states]
 
     def best_tune(self, direction: str) -> FrozenTrial | None:
         """The arm's best COMPLETE tuning trial with a finite value (`best_tune_of`)."""

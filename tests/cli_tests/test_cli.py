@@ -26,7 +26,7 @@ nuisance:
   lr: {low: 1.0e-3, high: 0.3, log: true}
   batch_size: [64, 128]
 fixed: {epochs: 3, decay: cosine, warmup_epochs: 0.5}
-budget: {trials: 3, seeds: 2, max_concurrent: 2}
+budget: {trials: 3, seeds: 2, max_concurrent: 2, candidates: 1, candidate_seeds: 0}
 search: {sampler: tpe, pruner: asha, seed: 0}
 """
 

@@ -56,7 +56,8 @@ def test_arms_get_equal_budgets_and_seed_reruns_of_their_best(sqlite_url):
     spec = spec_of(
         objective="toy_objectives:accuracy_curve", metric="val_accuracy", direction="maximize",
         scientific={"epochs": [3, 5]}, nuisance={"lr": {"low": 1e-3, "high": 0.5, "log": True}},
-        fixed={}, budget={"trials": 5, "seeds": 3, "max_concurrent": 2},
+        fixed={}, budget={"trials": 5, "seeds": 3, "max_concurrent": 2, "candidates": 1,
+                          "candidate_seeds": 0},  # the best tuning trial alone (test_selection)
     )
     run_study(spec, sqlite_url, show_progress=False)
     for arm in ("epochs=3", "epochs=5"):
@@ -196,11 +197,15 @@ def test_a_different_spec_under_the_same_name_is_refused(sqlite_url):
 
 @pytest.mark.postgres
 def test_postgresql_storage_records_the_same_contract(pg_url):
-    spec = spec_of(budget={"trials": 4, "seeds": 1, "max_concurrent": 2})
+    spec = spec_of(budget={"trials": 4, "seeds": 1, "max_concurrent": 2, "candidates": 2,
+                           "candidate_seeds": 1})
     run_study(spec, pg_url, show_progress=False)
     trials = trials_of(pg_url, "toy")
-    assert len(trials) == 5
-    assert [t.user_attrs["role"] for t in trials].count("seed") == 1
+    assert len(trials) == 7  # 4 tuning, 2 candidates x 1 seed, 1 evidence
+    assert [t.user_attrs.get("stage") for t in trials].count("select") == 2
+    assert [t.user_attrs.get("stage") for t in trials].count("evidence") == 1
+    selection = optuna.load_study(study_name="toy", storage=pg_url).user_attrs["selection"]
+    assert selection["chosen_trial"] in [c["trial"] for c in selection["candidates"]]
     for t in trials:
         assert t.state == TrialState.COMPLETE
         assert sorted(t.intermediate_values) == [1, 2, 3, 4]
