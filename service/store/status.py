@@ -62,8 +62,10 @@ def arm_status(study: optuna.Study, direction: str) -> ArmStatus:
         status.counts[t.state.name] += 1
         if t.user_attrs.get("diverged"):
             status.counts["diverged"] += 1
+        # Seed re-runs of the chosen configuration (candidate re-runs, `stage: select`,
+        # only chose it; see service.run.selection).
         if t.state == TrialState.COMPLETE and t.user_attrs.get("role") == "seed" \
-                and finite(t.value):
+                and t.user_attrs.get("stage", "evidence") == "evidence" and finite(t.value):
             status.seed_values.append(t.value)
     status.best = best_tune_of(trials, direction)
     return status
