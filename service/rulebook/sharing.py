@@ -103,7 +103,7 @@ class Sharer:
                                and t.user_attrs.get("stage") in (None, "evidence")
                                and int(t.params.get("seed", -1)) not in seeds):
                 continue  # copied already, or an evidence seed this look does not plan
-            target.add_trial(_copy_of(t, ref))
+            target.add_trial(_copy_of(t, ref, plan.distributions(arm, t.params.get("seed"))))
             n += 1
         return n
 
@@ -127,9 +127,13 @@ def _target_study(storage: Any, plan: Plan, arm: Arm) -> optuna.Study:
     return study
 
 
-def _copy_of(t: FrozenTrial, ref: str) -> FrozenTrial:
+def _copy_of(t: FrozenTrial, ref: str, space: dict[str, Any]) -> FrozenTrial:
+    """`t` as a trial of the target arm: its parameters under the target's distributions (the
+    same values; a target's fixed value is a one-choice distribution where the source's was
+    scientific), its curve, state and records, and where it came from."""
     return optuna.trial.create_trial(
         state=t.state, value=t.value if t.state == TrialState.COMPLETE else None,
-        params=dict(t.params), distributions=dict(t.distributions),
+        params=dict(t.params), distributions={k: space.get(k, d)
+                                              for k, d in t.distributions.items()},
         user_attrs={**t.user_attrs, SHARED_FROM: ref},
         intermediate_values=dict(t.intermediate_values))

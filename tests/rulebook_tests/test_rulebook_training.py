@@ -14,7 +14,7 @@ import dataclasses
 import optuna
 import pytest
 from optuna.trial import TrialState
-from planted_studies import batch, training, warmup
+from planted_studies import batch, training, warmup, warmup_scan
 
 from service.rulebook import finalize
 from service.rulebook.batch import SmallBatchLossNoise
@@ -26,7 +26,8 @@ from service.rulebook.optimizers import (
     RMSPropCheck,
 )
 from service.rulebook.regularization import AugmentationCheck, BatchNormCheck, WeightDecayCheck
-from service.rulebook.schedules import CosineCheck, WarmupCheck
+from service.rulebook.schedules import CosineCheck, WarmupCheck, find_edge
+from service.rulebook.schedules import failed as failed_run
 from service.store.study_data import ArmData, StudyData
 
 MOM, ADA = "optimizer-momentum-adam", "optimizer-adagrad-rmsprop"
@@ -80,15 +81,40 @@ def test_r8_adam_vs_momentum(plant, verdict, part):
         assert f.decision["part"] == part
 
 
+def r10(**world):
+    return WarmupCheck().check({"warmup-edge": warmup_scan(**world),
+                                "warmup-large-lr": warmup(**world)}, None)
+
+
+def test_r10_places_its_arms_above_the_edge_the_scan_found():
+    scan = warmup_scan(diverge_lr=0.5)  # no warmup diverges above 0.5, warmup above 15
+    edge = find_edge(scan)
+    assert edge.stable == pytest.approx(0.316228) and edge.above == pytest.approx(
+        [0.562341, 1.0])
+    spec = {"scientific": {"lr": [1.0], "warmup_epochs": [0.0, 2.0]}}
+    placed = WarmupCheck().adapt("warmup-large-lr", spec, {"warmup-edge": scan})
+    assert placed["scientific"]["lr"] == edge.above
+    assert WarmupCheck().adapt("warmup-edge", spec, {}) is spec
+
+
+def test_r10_moves_with_an_objective_whose_stable_lrs_lie_low():
+    # Stable LRs far below any fixed grid: the arms follow the edge down, not "move the grid".
+    low = find_edge(warmup_scan(diverge_lr=0.002))
+    assert low.stable == pytest.approx(0.001778, rel=1e-3)
+    assert low.above == pytest.approx([0.003162, 0.005623], rel=1e-3)
+    with pytest.raises(ValueError, match="cannot be placed"):
+        WarmupCheck().adapt("warmup-large-lr", {"scientific": {"lr": [1.0]}},
+                            {"warmup-edge": warmup_scan(diverge_lr=0.0, lr_sensitivity=0.0)})
+
+
 def test_r10_warmup_counts_failed_divergences():
-    study = warmup(diverge_lr=0.5)
-    f = decide(WarmupCheck(), "warmup-large-lr", study)
+    (f,) = finalize([r10(diverge_lr=0.5)])
     assert f.verdict == "supported", f.evidence
-    assert "stable without warmup was 0.31623" in f.evidence
-    marked = {row["lr"]: row["multiplier"] for row in f.table if row["multiplier"]}
-    assert marked == {0.31623: "1x", 1.0: "3x", 3.1623: "10x"}
+    assert "stable without warmup at 0.3162" in f.evidence
+    assert sorted({row["lr"] for row in f.table}) == pytest.approx([0.562341, 1.0])
     # A diverged run whose metric was NaN is a FAIL with fail_reason "diverged" and no
     # `diverged` attribute: records.diverged counts it (schedules.py's old copy did not).
+    study = warmup(diverge_lr=0.5)
     def as_fail(t):
         if not t.user_attrs.get("diverged"):
             return t
@@ -99,9 +125,19 @@ def test_r10_warmup_counts_failed_divergences():
             intermediate_values=t.intermediate_values)
     failed = dataclasses.replace(study, arms=[
         dataclasses.replace(a, trials=[as_fail(t) for t in a.trials]) for a in study.arms])
-    g = decide(WarmupCheck(), "warmup-large-lr", failed)
-    assert g.parts[1].claim.startswith("divergence rate lower")
+    (g,) = finalize([WarmupCheck().check({"warmup-edge": warmup_scan(diverge_lr=0.5),
+                                          "warmup-large-lr": failed}, None)])
+    assert g.parts[1].claim.startswith("failure rate lower")
     assert g.parts[1].samples == f.parts[1].samples
+
+
+def test_r10_a_run_at_chance_accuracy_failed():
+    from planted_studies import run_trial
+    from planted_training import training_world
+
+    t = run_trial(training_world, {"lr": 0.1, "epochs": 2, "gain": -0.9, "plant": "lr=0.1"},
+                  "val_accuracy", 0, "seed")
+    assert t.state == TrialState.COMPLETE and failed_run(t, "val_accuracy")
 
 
 @pytest.mark.parametrize(("gain", "verdict"), [(-0.03, "supported"), (0.03, "contradicted")])
