@@ -117,6 +117,75 @@ def test_a_study_cancelled_mid_selection_resumes_it_without_repeating_a_run(sqli
     assert len(stages["evidence"]) == 3 and len(stages[None]) == 5
 
 
+DRIVER = """
+import json, sys
+from service.run.runner import run_study
+from service.spec import validate_spec
+run_study(validate_spec(json.loads(sys.argv[1])), sys.argv[2], ray_address=sys.argv[3],
+          show_progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_selection_resumes_it_without_repeating_a_run(sqlite_url):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from datetime import datetime
+
+    import ray
+
+    from service.store.storage import open_storage
+
+    spec = planted_spec(candidates=3, candidate_seeds=2).model_dump(mode="json")
+    spec["fixed"].update(epochs=4, sleep=0.25)
+    storage = open_storage(sqlite_url)
+
+    def trials() -> list[optuna.trial.FrozenTrial]:
+        try:
+            return optuna.load_study(study_name="pick", storage=storage).trials
+        except KeyError:
+            return []
+
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, json.dumps(spec), sqlite_url,
+         ray.get_runtime_context().gcs_address],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    try:  # kill it once 2 candidate runs are done and another has just started (1 s long)
+        while time.monotonic() < deadline and driver.poll() is None:
+            select = [t for t in trials() if t.user_attrs.get("stage") == "select"]
+            fresh = [t for t in select if t.state == TrialState.RUNNING
+                     and (datetime.now() - t.datetime_start).total_seconds() < 0.5]
+            if sum(t.state == TrialState.COMPLETE for t in select) >= 2 and fresh:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        _, err = driver.communicate()
+    assert driver.returncode == -signal.SIGKILL, err[-2000:]
+    before = {t.number: t.state for t in trials()}
+
+    run_study(validate_spec(spec), sqlite_url, show_progress=False)
+    study = optuna.load_study(study_name="pick", storage=storage)
+    stages = by_stage(study)
+    interrupted = [t for t in stages["select"] if t.state == TrialState.FAIL]
+    assert interrupted and all(before[t.number] == TrialState.RUNNING for t in interrupted)
+    assert all(t.user_attrs["fail_reason"] == "interrupted" for t in interrupted)
+    complete = [t for t in stages["select"] if t.state == TrialState.COMPLETE]
+    keys = [(t.user_attrs["candidate"], t.params["seed"]) for t in complete]
+    assert len(keys) == len(set(keys)) == 6  # every candidate run once per seed
+    assert {(t.user_attrs["candidate"], t.params["seed"]) for t in interrupted} <= set(keys)
+    selection = study.user_attrs["selection"]
+    chosen = next(c for c in selection["candidates"] if c["trial"] == selection["chosen_trial"])
+    assert chosen["params"]["q"] == 0.6
+    assert sorted(t.params["seed"] for t in stages["evidence"]) == [1000, 1001, 1002]
+    assert len(stages[None]) == 5  # the tuning was not run again
+
+
 def _candidate(trial: int, means: list[float], loss: float, tune: float) -> Candidate:
     return Candidate(trial, {"q": trial}, tune, values=dict(enumerate(means)),
                      val_losses=dict.fromkeys(range(len(means)), loss))
