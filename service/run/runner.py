@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from rich.console import Console
 
 from service.plan import Plan, make_plan
 from service.run.capacity import NODE_WAIT_S, Unschedulable, check_fits
+from service.run.checkpoints import CheckpointCleanup, checkpoint_storage
 from service.run.ledger import DriverOnly, Ledger
 from service.run.progress import ProgressCallback
 from service.run.schedulers import PerArmScheduler
@@ -184,9 +184,14 @@ def stop_ray() -> None:
 def run_study(spec: StudySpec, storage_url: str | None = None, *,
               ray_address: str | None = None, show_progress: bool = True,
               data_root: str | None = None, console: Console | None = None,
-              should_stop: Callable[[], bool] | None = None) -> RunResult:
+              should_stop: Callable[[], bool] | None = None,
+              checkpoint_dir: str | None = None) -> RunResult:
     """Run (or resume) `spec` to the end of its budget, or until `should_stop()` is true:
-    then running trials are stopped and recorded FAIL with `fail_reason=cancelled`."""
+    then running trials are stopped and recorded FAIL with `fail_reason=cancelled`.
+
+    Trials of an objective that takes a `checkpoint` save theirs under `checkpoint_dir`
+    (a path every node reaches, or a storage URI, on a cluster; a temporary folder here
+    by default), so a retried trial resumes from its last saved epoch."""
     t0 = time.perf_counter()
     plan = make_plan(spec)
     storage = open_storage(storage_url)
@@ -224,7 +229,7 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
         here = started_ray or (_local_head is not None
                                and ray.get_runtime_context().gcs_address == _local_head)
         check_fits(res.cpu, res.gpu, wait_s=0.0 if here else NODE_WAIT_S)
-        with tempfile.TemporaryDirectory(prefix="liandan-tune-") as tune_dir:
+        with checkpoint_storage(checkpoint_dir) as tune_dir:
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
@@ -239,7 +244,8 @@ def run_study(spec: StudySpec, storage_url: str | None = None, *,
                     # A trial whose worker process or node died is started again elsewhere;
                     # an objective's own exception is reported as a result, never retried.
                     failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
-                    callbacks=[progress] if progress else [],
+                    # A trial's latest checkpoint is kept while it runs, none once it ends.
+                    callbacks=[CheckpointCleanup(), *([progress] if progress else [])],
                 ),
             )
             if progress:
