@@ -88,6 +88,7 @@ class Supervisor(threading.Thread):
         env["LIANDAN_STORAGE"] = settings.storage
         env["LIANDAN_ALLOW_OBJECTIVES"] = ",".join(settings.allow_objectives)
         env["LIANDAN_ALLOWED_HOSTS"] = ",".join(settings.allowed_hosts)
+        env["LIANDAN_PUBLIC_URL"] = settings.api_url()  # the report link a webhook gets
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
         reports = str(settings.reports_dir.resolve())
         me = str(os.getpid())

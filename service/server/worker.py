@@ -70,8 +70,12 @@ class Heartbeat(threading.Thread):
 class Worker:
     def __init__(self, queue: StudyQueue, worker_id: str, ray_address: str | None,
                  reports_dir: Path, heartbeat_s: float = 5.0, poll_s: float = 1.0,
-                 parent_pid: int | None = None, allow_objectives: tuple[str, ...] = ()):
+                 parent_pid: int | None = None, allow_objectives: tuple[str, ...] = (),
+                 webhook: str | None = None, api_url: str | None = None):
         self.queue, self.worker_id, self.ray_address = queue, worker_id, ray_address
+        # LIANDAN_WEBHOOK (told of every study) and where the report links point.
+        self.webhook, self.api_url = webhook, api_url
+        self.current: QueueEntry | None = None  # the study being run: its spec's webhook
         self.reports_dir, self.heartbeat_s, self.poll_s = reports_dir, heartbeat_s, poll_s
         self.parent_pid = parent_pid
         self.allow_objectives = allow_objectives
@@ -117,6 +121,7 @@ class Worker:
         from service.spec import validate_spec
 
         name = entry.name
+        self.current = entry
         log.info("study %s: running", name)
         beat = Heartbeat(self.queue, name, self.worker_id, self.heartbeat_s, self.parent_pid)
         beat.start()
@@ -180,7 +185,23 @@ class Worker:
             log.warning("study %s: no longer ours; left as it is", name)
             return "lost"
         log.info("study %s: %s", name, state)
+        self._notify(name, state, error)
         return state
+
+    def _notify(self, name: str, state: str, error: str | None) -> None:
+        """POST the study's end to its webhooks from a thread of its own (service.run.notify):
+        the next study does not wait for a slow receiver."""
+        if state not in ("done", "failed", "cancelled"):
+            return  # handed back to the queue: it has not ended
+        from service.run.notify import notify_in_background, study_outcome
+
+        spec = self.current.spec if self.current is not None and \
+            self.current.name == name else {}
+        report = (f"{self.api_url}/studies/{name}/report"
+                  if state == "done" and self.api_url else None)
+        notify_in_background(
+            [(spec.get("notify") or {}).get("webhook"), self.webhook],
+            lambda: study_outcome(self.queue.url, name, state, report=report, error=error))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     # if it had finished; ours stops it as a shutdown, so the study is handed back.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     worker_id = args.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    settings = Settings()  # LIANDAN_STORAGE, LIANDAN_ALLOW_OBJECTIVES (set by liandan serve)
+    # LIANDAN_STORAGE, LIANDAN_ALLOW_OBJECTIVES, LIANDAN_PUBLIC_URL (set by liandan serve),
+    # LIANDAN_WEBHOOK
+    settings = Settings()
     worker = Worker(StudyQueue(settings.storage), worker_id, args.ray_address,
                     Path(args.reports_dir), args.heartbeat_s, parent_pid=args.parent_pid,
-                    allow_objectives=settings.allow_objectives)
+                    allow_objectives=settings.allow_objectives, webhook=settings.webhook,
+                    api_url=settings.api_url())
 
     def stop(signum: int, _frame: object) -> None:
         log.info("worker %s: %s, stopping", worker_id, signal.Signals(signum).name)

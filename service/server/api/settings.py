@@ -9,7 +9,14 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["MIN_TOKEN_CHARS", "Settings", "host_of", "is_loopback"]
@@ -63,6 +70,12 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     # LIANDAN_MAX_TRIALS: the most trials one study may plan, arms x (trials + seeds).
     max_trials: int = Field(10_000, ge=1, le=10_000_000)
+    # LIANDAN_WEBHOOK=https://...: POSTed a JSON message when any study ends (done, failed,
+    # cancelled), besides the spec's own `notify.webhook`.
+    webhook: str | None = None
+    # LIANDAN_PUBLIC_URL: the API's address as a webhook's receiver reaches it (the report
+    # link in the message); default http://HOST:PORT.
+    public_url: str | None = None
 
     @field_validator("allow_objectives", "allowed_hosts", mode="before")
     @classmethod
@@ -91,6 +104,17 @@ class Settings(BaseSettings):
                                  "address (leave the port out)")
         return tuple(h.lower().strip("[]") for h in hosts)
 
+    @field_validator("webhook", "public_url")
+    @classmethod
+    def _http_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        from service.spec import Notify
+
+        try:  # the spec's rule for a webhook, so both read the same
+            return Notify(webhook=url or None).webhook
+        except ValidationError as err:
+            raise ValueError(f"LIANDAN_{info.field_name.upper()}: "
+                             f"{err.errors()[0]['ctx']['error']}") from None
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
         token = self.token.get_secret_value() if self.token else None
@@ -114,6 +138,14 @@ class Settings(BaseSettings):
     def reads_need_token(self) -> bool:
         """Off loopback every request needs the token, reads included."""
         return not self.loopback
+
+    def api_url(self) -> str:
+        """Where the API answers, for links sent away (LIANDAN_PUBLIC_URL, else the address
+        served; on a wildcard, this machine's name)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = socket.getfqdn() if self.host in WILDCARDS else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token else None

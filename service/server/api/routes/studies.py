@@ -94,7 +94,9 @@ def read_study(request: Request, settings: Settings, queue: StudyQueue,
         best_trial=BestTrial(**best) if best else None,
         cancel_requested=entry.cancel_requested, error=entry.error,
         dashboard_url=dashboard_url(request, settings, tally.study_id),
-        report_url=str(request.url_for("read_report", name=name)), spec=entry.spec)
+        report_url=str(request.url_for("read_report", name=name)),
+        # The webhook stays out of what anyone who can read sees (it may hold a secret).
+        spec={k: v for k, v in entry.spec.items() if k != "notify"})
 
 
 class StatusCache:
@@ -171,7 +173,7 @@ async def create_study(request: Request, settings: SettingsDep,
     except SpecError as err:
         return JSONResponse({"detail": err.to_dict()}, status.HTTP_422_UNPROCESSABLE_CONTENT)
     try:
-        entry = await run_in_threadpool(queue.submit, spec.name, spec.model_dump(mode="json"),
+        entry = await run_in_threadpool(queue.submit, spec.name, spec.dump_for_queue(),
                                         make_plan(spec).total_trials)
     except StudyExists:
         raise HTTPException(status.HTTP_409_CONFLICT,
