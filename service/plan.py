@@ -95,9 +95,14 @@ class Plan:
         sampler started again with its first seed would replay its first proposals (a
         random sampler, TPE's and GP's startup trials), so a resumed study gets a seed
         drawn from (seed, arm, resumed_at): reproducible for the same history, never the
-        sequence that already ran.
+        sequence that already ran. (The grid sampler skips the points already run by
+        itself; the re-runs of interrupted ones are enqueued: service.run.search.)
         """
         search = self.spec.search
+        if search.sampler == "grid":
+            # Not re-seeded: the seed shuffles the grid's point numbering, which the grid
+            # sampler reads back from the stored trials to skip the points already run.
+            resumed_at = 0
         seed = None if search.seed is None else sampler_seed(search.seed, arm.index, resumed_at)
         if search.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
