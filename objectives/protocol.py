@@ -5,15 +5,30 @@ one dict of metrics per epoch. It knows nothing of Ray or Optuna, so it can be r
 profiled on its own. The caller may stop iterating at any time (pruning); an objective must
 therefore keep no state that needs closing after a ``yield``.
 
+Checkpoints are opt-in: an objective whose second parameter is named ``checkpoint`` is called as
+``objective(params, checkpoint)``. ``checkpoint.load()`` returns the dict it last saved (``None``
+on a first attempt); ``checkpoint.save(state)``, called just before an epoch's metrics are
+yielded, stores the state after that epoch (serialised at the call). A run retried after its
+worker died is given the saved state and goes on from the epoch after it.
+
 This module is torch-free on purpose: the service imports it to check specs and user objectives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
-Objective: TypeAlias = Callable[[dict[str, Any]], Iterator[dict[str, Any]]]
+Objective: TypeAlias = Callable[..., Iterator[dict[str, Any]]]
+
+
+class Checkpoint(Protocol):
+    """What an objective that takes a ``checkpoint`` is given (the service's implementation
+    stores it with Ray Tune; a test may keep it in memory)."""
+
+    def load(self) -> dict[str, Any] | None: ...
+
+    def save(self, state: dict[str, Any]) -> None: ...
 
 # The metrics every built-in yields each epoch, with their Python types. Rule checks read these
 # names; user objectives may yield any subset plus extra metrics, which are kept and shown.

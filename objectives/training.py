@@ -12,7 +12,11 @@ evaluation, metrics. The tricks, each with its reason at the line that does it:
   float (one cheap read, checked before backward); on CUDA the losses stay on the device and
   are checked every 32 steps, because reading a CUDA scalar blocks until the GPU catches up;
 * on CUDA: channels_last and bf16 autocast (fast tensor-core convolutions, no loss scaling);
-  on CPU: plain float32, for which the same seed gives bit-identical metrics.
+  on CPU: plain float32, for which the same seed gives bit-identical metrics;
+* given a ``checkpoint`` (the opt-in protocol), the state after each epoch but the last is saved
+  before its metrics are yielded -- model, optimizer, step count (the LR schedule is a function
+  of it), the data-order generator and torch's RNG -- and a run that finds a saved state goes
+  on from the epoch after it: on CPU its metrics are those of the run that was never stopped.
 
 Divergence -- a non-finite step loss, or one above ten times the first step's -- ends the run
 with a final metrics dict whose ``diverged`` is True; it never raises, so one exploding trial is
@@ -35,6 +39,7 @@ from objectives.augment import augmentation_for
 from objectives.data import Dataset
 from objectives.optimizers import make_optimizer
 from objectives.params import Hyperparams
+from objectives.protocol import Checkpoint
 from objectives.schedule import lr_factor
 
 # A step loss above this multiple of the first step's loss counts as divergence.
@@ -46,12 +51,13 @@ _EVAL_BATCH_SIZE = 1024
 
 
 def train_classifier(
-    params: dict[str, Any], data: Dataset, model: nn.Module
+    params: dict[str, Any], data: Dataset, model: nn.Module, checkpoint: Checkpoint | None = None
 ) -> Iterator[dict[str, Any]]:
     """Train ``model`` on ``data`` with the standard ``params``; yield metrics after each epoch.
 
     ``model`` is used as given (seed the global RNG before building it for reproducible
     initial weights); it is moved to the data's device. Unknown keys of ``params`` are ignored.
+    With a ``checkpoint``, training resumes from its saved state, and saves one each epoch.
     """
     hp = Hyperparams.from_params(params)
     device = data.x_train.device
@@ -83,13 +89,18 @@ def train_classifier(
     watch = _LossWatch(device)
 
     step = 0  # optimizer steps taken so far, over all epochs
-    lr_now = hp.lr * lr_factor(0, total_steps, warmup_steps, hp.decay)
+    first_epoch = 1
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:  # a retried run: on from the epoch after the saved one
+        step = _restore(saved, model, optimizer, generator, watch)
+        first_epoch = saved["epoch"] + 1
+    lr_now = hp.lr * lr_factor(step, total_steps, warmup_steps, hp.decay)
 
     #############################################
     #                 Training                  #
     #############################################
 
-    for epoch in range(1, hp.epochs + 1):
+    for epoch in range(first_epoch, hp.epochs + 1):
         epoch_start = _now(device)
         model.train()
         watch.new_epoch(steps_per_epoch)
@@ -127,6 +138,10 @@ def train_classifier(
         train_seconds = _now(device) - epoch_start
         val_loss, val_accuracy = evaluate(model, data.x_val, data.y_val)
         epoch_losses = watch.epoch_losses()
+        # Saved before the yield: a caller that stops iterating after it has the state too.
+        # Not after the last epoch or a divergence: the run ends there, nothing resumes.
+        if checkpoint is not None and epoch < hp.epochs and not diverged:
+            checkpoint.save(_state(epoch, step, model, optimizer, generator, watch))
         yield {
             "epoch": epoch,
             "val_accuracy": val_accuracy,
@@ -143,6 +158,44 @@ def train_classifier(
         }
         if diverged:
             return
+
+
+#############################################
+#                Checkpoint                 #
+#############################################
+
+
+def _state(
+    epoch: int, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+    generator: torch.Generator, watch: _LossWatch,
+) -> dict[str, Any]:
+    """Everything the epochs after ``epoch`` depend on (the checkpoint serialises it at once)."""
+    return {
+        "epoch": epoch,
+        "step": step,  # the LR schedule is a function of the step alone
+        "model": model.state_dict(),  # batchnorm's running statistics included
+        "optimizer": optimizer.state_dict(),  # momentum / Adam moments
+        "generator": generator.get_state(),  # data order and augmentation
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if generator.device.type == "cuda" else None,
+        "loss_limit": watch.limit,  # divergence is judged against the run's first step
+    }
+
+
+def _restore(
+    state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+    generator: torch.Generator, watch: _LossWatch,
+) -> int:
+    """Put a saved :func:`_state` back; returns the optimizer steps it had taken."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])  # moves the moments to the params' device
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    limit = state["loss_limit"]
+    watch.limit = limit.to(watch.device) if isinstance(limit, torch.Tensor) else limit
+    return int(state["step"])
 
 
 #############################################

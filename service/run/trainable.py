@@ -142,6 +142,8 @@ def _report_epochs(epochs: Iterator[Any], checkpoint: TrialCheckpoint | None,
             flush(last=True)
             return
         report.update(node_id=node_id, device=device_name, compute_s=compute_s)
+        if checkpoint is not None and checkpoint.step:  # the record says it was resumed
+            report["resumed_from"] = checkpoint.step
         report[STEP_KEY] = step = step + 1
         held.append(report)
         if time.monotonic() - reported_at >= report_every_s:

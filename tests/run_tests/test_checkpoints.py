@@ -105,6 +105,7 @@ def assert_resumed(url: str, log: Path) -> dict:
     before = [e["epoch"] for e in seen[:seen.index(retry)] if e["event"] == "epoch"]
     assert before[:saved] == list(range(1, saved + 1))  # epochs 1..saved ran once, before
     assert retry["pid"] != first["pid"]
+    assert trial.user_attrs["resumed_from"] == saved  # the record says so
     return retry
 
 
@@ -212,4 +213,71 @@ def test_a_trial_on_a_removed_node_resumes_on_another(cluster, sqlite_url, tmp_p
     trial, = optuna.load_study(study_name="ckpt", storage=sqlite_url).trials
     survivor, = (w for w in workers if w is not removed[0])
     assert trial.user_attrs["node_id"] == survivor.node_id
+    assert list(root.iterdir()) == []
+
+
+def _trial_worker() -> int:
+    """The pid of the one live trial actor (Ray titles its process after the class) of
+    the Ray this process started: other Rays on the machine are none of this test's."""
+    pids = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any("ImplicitFunc" in part for part in proc.cmdline()):
+                pids.append(proc.pid)
+        except psutil.Error:  # ended meanwhile
+            pass
+    assert len(pids) == 1, f"expected one trial worker, found {pids}"
+    return pids[0]
+
+
+@pytest.mark.slow
+def test_a_killed_digits_trial_resumes_with_the_curve_it_would_have_had(
+        ray_session, sqlite_url, tmp_path):
+    """The built-in saves model, optimizer, schedule and RNG state: the resumed trial's
+    curve is the one an uninterrupted trial of the same configuration draws, bit for bit
+    (CPU, one thread each)."""
+    root = tmp_path / "checkpoints"
+
+    def digits(name: str):
+        return validate_spec({
+            "name": name, "objective": "digits_cnn", "metric": "val_accuracy",
+            "nuisance": {"lr": [0.05]},
+            "fixed": {"epochs": 10, "batch_size": 16, "optimizer": "momentum",
+                      "momentum": 0.9, "decay": "cosine", "warmup_epochs": 1,
+                      "augment": True, "batchnorm": True},
+            "budget": {"trials": 1, "seeds": 0, "max_concurrent": 1},
+            "search": {"sampler": "random", "pruner": "none", "seed": 0},
+        })
+
+    killed: list[int] = []
+
+    def kill_after_a_later_save() -> None:
+        # Checkpoint s stored, then a later one: the worker went on past s, so the driver
+        # took s (see kill_once_saved).
+        deadline = time.time() + 120
+        while time.time() < deadline and saved_step(root) < 2:
+            time.sleep(0.05)
+        first = saved_step(root)
+        while time.time() < deadline and saved_step(root) <= first:
+            time.sleep(0.05)
+        if saved_step(root) > first:
+            pid = _trial_worker()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    killer = threading.Thread(target=kill_after_a_later_save, daemon=True)
+    killer.start()
+    run_study(digits("killed"), sqlite_url, show_progress=False, checkpoint_dir=str(root))
+    killer.join(timeout=5)
+    assert killed, "the worker was never killed"
+    run_study(digits("whole"), sqlite_url, show_progress=False)
+
+    resumed, = optuna.load_study(study_name="killed", storage=sqlite_url).trials
+    whole, = optuna.load_study(study_name="whole", storage=sqlite_url).trials
+    assert resumed.state == whole.state == TrialState.COMPLETE
+    assert resumed.user_attrs["resumed_from"] >= 2
+    assert "resumed_from" not in whole.user_attrs
+    assert sorted(resumed.intermediate_values) == list(range(1, 11))
+    assert resumed.intermediate_values == whole.intermediate_values
+    assert resumed.user_attrs["val_loss"] == whole.user_attrs["val_loss"]
     assert list(root.iterdir()) == []
