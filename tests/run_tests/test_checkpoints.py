@@ -22,6 +22,7 @@ from ray.cluster_utils import Cluster
 from service.run.checkpoints import META_FILE, TrialCheckpoint, takes_checkpoint
 from service.run.runner import ensure_ray, run_study
 from service.spec import validate_spec
+from tests.conftest import run_cli
 
 EPOCHS = 8
 
@@ -281,3 +282,20 @@ def test_a_killed_digits_trial_resumes_with_the_curve_it_would_have_had(
     assert resumed.intermediate_values == whole.intermediate_values
     assert resumed.user_attrs["val_loss"] == whole.user_attrs["val_loss"]
     assert list(root.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_liandan_run_keeps_checkpoints_under_checkpoint_dir(tmp_path):
+    log, root = tmp_path / "events.jsonl", tmp_path / "shared-ckpt"
+    (tmp_path / "spec.yaml").write_text(
+        "name: ckpt\nobjective: toy_objectives:resumable\nmetric: val_loss\n"
+        "direction: minimize\nnuisance: {x: {low: 0.0, high: 1.0}}\n"
+        f"fixed: {{epochs: 3, sleep: 0.6, log: '{log}', ckpt_root: '{root}'}}\n"
+        "budget: {trials: 1, seeds: 0, max_concurrent: 1}\n"
+        "search: {sampler: random, pruner: none, seed: 0}\n")
+    done = run_cli("run", "spec.yaml", "--storage", f"sqlite:///{tmp_path / 'l.db'}",
+                   "--checkpoint-dir", str(root), "--no-progress", "--no-report", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = [e for e in events(log) if e["event"] == "epoch"][-1]
+    assert last["epoch"] == 3 and last["seen"] >= 1  # epoch 2's checkpoint was there
+    assert list(root.iterdir()) == []  # and nothing is left
