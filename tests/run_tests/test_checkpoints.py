@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
 from service.run.checkpoints import META_FILE, TrialCheckpoint, takes_checkpoint
-from service.run.runner import ensure_ray, run_study
+from service.run.runner import ensure_ray, run_study, stop_ray
 from service.spec import validate_spec
 from tests.conftest import run_cli
 
@@ -179,7 +179,8 @@ def test_finished_trials_leave_no_checkpoint(ray_session, sqlite_url, tmp_path):
 @pytest.fixture
 def cluster():
     """Head (0 CPUs: it only schedules) + two 1-CPU worker nodes, on this one machine."""
-    ray.shutdown()  # the session's in-process Ray, if a test started it
+    had_ray = ray.is_initialized()
+    stop_ray()  # the session's in-process Ray, if a test started it
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     workers = [c.add_node(num_cpus=1) for _ in range(2)]
     c.wait_for_nodes()
@@ -187,6 +188,8 @@ def cluster():
     yield c, workers
     ray.shutdown()
     c.shutdown()
+    if had_ray:  # later tests of the session expect the Ray they had
+        ensure_ray(None)
 
 
 def _raylet_pid(node) -> int:
@@ -299,3 +302,33 @@ def test_liandan_run_keeps_checkpoints_under_checkpoint_dir(tmp_path):
     last = [e for e in events(log) if e["event"] == "epoch"][-1]
     assert last["epoch"] == 3 and last["seen"] >= 1  # epoch 2's checkpoint was there
     assert list(root.iterdir()) == []  # and nothing is left
+
+
+@pytest.mark.slow
+def test_a_storage_out_of_reach_turns_checkpoints_off_not_the_trial(
+        ray_session, sqlite_url, tmp_path):
+    # Tune checks a node reaches the storage by a marker file the driver writes there (a
+    # local folder of the driver is absent on another node); without it, as on such a
+    # node, the trial trains on, without checkpoints, and its record says why.
+    log, root = tmp_path / "events.jsonl", tmp_path / "checkpoints"
+    removed: list[Path] = []
+
+    def remove_marker() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline and not removed:
+            for marker in root.rglob(".validate_storage_marker"):
+                marker.unlink()
+                removed.append(marker)
+            time.sleep(0.01)
+
+    remover = threading.Thread(target=remove_marker, daemon=True)
+    remover.start()
+    run_study(spec(log, root, epochs=4), sqlite_url, show_progress=False,
+              checkpoint_dir=str(root))
+    remover.join(timeout=5)
+    assert removed
+    trial, = optuna.load_study(study_name="ckpt", storage=sqlite_url).trials
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2, 3, 4]
+    assert trial.user_attrs["checkpoint_error"].startswith("checkpoints off")
+    assert saved_step(root) == 0
