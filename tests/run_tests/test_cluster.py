@@ -129,3 +129,42 @@ def test_a_killed_driver_resumes_with_nothing_lost_or_run_twice(tmp_path: Path):
     assert all(t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted"
                for t in leftovers)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def _bigger_than_every_node(spec):
+    # 3 CPUs a trial: the cluster has 4 in all, but no one node has more than 2.
+    return spec.model_copy(update={"resources": spec.resources.model_copy(update={"cpu": 3.0})})
+
+
+def test_a_trial_no_node_can_hold_fails_naming_the_largest_node(cluster, sqlite_url,
+                                                                 monkeypatch):
+    from service.run import runner
+
+    monkeypatch.setattr(runner, "NODE_WAIT_S", 2.0)  # (25 s in use; the rule, not the wait)
+    with pytest.raises(runner.Unschedulable, match=r"largest node has cpu 2, gpu 0 \(3 nodes\)"):
+        run_study(_bigger_than_every_node(toy_spec(trials=1, concurrent=1, sleep=0.0)),
+                  sqlite_url, show_progress=False)
+
+
+def test_a_node_that_joins_while_the_run_waits_takes_the_trial(cluster, sqlite_url,
+                                                               monkeypatch):
+    """A node started with `ray start` (as an operator or an autoscaler would) while the
+    run waits for one that can hold a trial: the run goes on, on that node."""
+    from service.run import runner
+
+    c, _ = cluster
+    monkeypatch.setattr(runner, "NODE_WAIT_S", 120.0)  # generous: starting a node is slow here
+    ray_cli = Path(sys.executable).with_name("ray")
+    node = subprocess.Popen([str(ray_cli), "start", "--address", c.address, "--num-cpus", "4",
+                             "--block"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run_study(_bigger_than_every_node(toy_spec(trials=2, concurrent=1, sleep=0.0)),
+                  sqlite_url, show_progress=False)
+        big = {n["NodeID"] for n in ray.nodes()
+               if n["Alive"] and n["Resources"].get("CPU") == 4.0}
+    finally:
+        os.killpg(node.pid, signal.SIGKILL)  # the node's raylet and workers, nothing else
+        node.wait()
+    trials = complete_trials(sqlite_url)
+    assert len(trials) == 2 and {t.user_attrs["node_id"] for t in trials} == big
