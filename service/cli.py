@@ -25,6 +25,13 @@ RayAddressOpt = Annotated[str | None, typer.Option(
     "--ray-address", help="attach to an existing Ray cluster instead of starting one")]
 DataRootOpt = Annotated[str | None, typer.Option(
     "--data-root", help="folder of torchvision data sets (default: $LIANDAN_DATA_ROOT)")]
+CheckpointDirOpt = Annotated[str | None, typer.Option(
+    "--checkpoint-dir", help="where trials of an objective that takes a checkpoint save it "
+    "(default: a temporary folder here; on a cluster, a path every node reaches or a "
+    "storage URI such as s3://bucket/path); removed as trials end")]
+DryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", help="validate and print the plan and what it costs (trials, epochs, "
+    "resources, and the time once this objective was measured); start nothing, write nothing")]
 DASHBOARD_PORT = 8080
 
 
@@ -65,9 +72,11 @@ def run(
     storage: StorageOpt = None,
     ray_address: RayAddressOpt = None,
     data_root: DataRootOpt = None,
+    checkpoint_dir: CheckpointDirOpt = None,
     progress: Annotated[bool, typer.Option(help="show the live progress bar")] = True,
     report: Annotated[bool, typer.Option(help="write the study's report at the end")] = True,
     out: Annotated[Path, typer.Option("--out", help="folder of the reports")] = Path("reports"),
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Run a study in-process on Ray, record it in the Optuna storage, write its report."""
     from service.run.runner import StudyConflict, StudyFailed, Unschedulable, run_study
@@ -80,17 +89,23 @@ def run(
         console.print(str(err), markup=False)
         raise typer.Exit(2) from None
     url = _storage(storage)
+    if dry_run:
+        _dry_run_study(spec, url, ray_address)
+        return
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says it better
     console.print(f"study [bold]{escape(spec.name)}[/bold] · objective {spec.objective} · "
                   f"storage {describe(url)}")
     try:
         result = run_study(spec, url, ray_address=ray_address, show_progress=progress,
-                           data_root=data_root, console=console)
+                           data_root=data_root, console=console, checkpoint_dir=checkpoint_dir)
     except (StudyConflict, Unschedulable) as err:
         console.print(f"[red]{escape(str(err))}[/red]")
+        if isinstance(err, Unschedulable):  # it was to run and cannot: failed, as in serve
+            _notify_end(spec, url, "failed", error=str(err))
         raise typer.Exit(2) from None
     except StudyFailed as err:  # every trial failed: nothing measured, no report to write
         console.print(f"[red]study {escape(spec.name)} failed: {escape(str(err))}[/red]")
+        _notify_end(spec, url, "failed", error=str(err))
         raise typer.Exit(1) from None
     if result.started == 0:
         console.print("nothing to run: every trial of this study is already recorded")
@@ -101,10 +116,60 @@ def run(
         from service.rulebook.run import report_study
 
         paths = report_study(url, spec.name, out, command=f"liandan run {spec_path}")
+        noted = "also a note in the dashboard" if paths.noted else "no dashboard note"
         console.print(f"report: {paths.markdown} (findings {paths.json}, "
-                      f"{len(paths.plots)} plots; also a note in the dashboard)")
+                      f"{len(paths.plots)} plots; {noted})")
+        for warning in paths.warnings:
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"dashboard: liandan dashboard --storage '{url}'  → "
                   f"http://127.0.0.1:{DASHBOARD_PORT}/")
+    _notify_end(spec, url, "done", report=str(paths.markdown.resolve()) if report else None)
+
+
+def _notify_end(spec, url: str, state: str, **outcome) -> None:
+    """POST the study's end to its `notify.webhook` (service.run.notify): after the study, so
+    it never holds one up, and bounded (3 tries); an undelivered one is said, not fatal."""
+    if not spec.notify.webhook:
+        return
+    from service.run.notify import notify, redacted, study_outcome
+
+    for sent in notify([spec.notify.webhook], study_outcome(url, spec.name, state, **outcome)):
+        if sent.ok:
+            console.print(f"notified {escape(redacted(sent.url))} ({state})")
+        else:
+            console.print(f"[yellow]notification to {escape(redacted(sent.url))} not "
+                          f"delivered after {sent.tries} tries: {escape(sent.error or '')}"
+                          "[/yellow]")
+
+
+def _cluster(ray_address: str | None):
+    """The cluster a dry run prices against: this machine, or the Ray cluster's nodes."""
+    from service.run.cost import local_cluster, ray_cluster
+
+    if not ray_address:
+        return local_cluster()
+    try:
+        return ray_cluster(ray_address)
+    except Exception as err:  # noqa: BLE001 - any failure to join is "cannot reach it"
+        console.print(f"[red]cannot read the Ray cluster at {escape(ray_address)}: "
+                      f"{escape(f'{type(err).__name__}: {err}')}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _dry_run_study(spec, url: str, ray_address: str | None) -> None:
+    """`run --dry-run`: the spec is valid; its plan, resources and cost. Starts nothing."""
+    from service.plan import make_plan
+    from service.run.cost import cost_lines, estimate, study_cost
+
+    cluster = _cluster(ray_address)
+    out = _table_console()  # piped: whole lines, as a program reading them wants
+    cost = estimate(study_cost(make_plan(spec), cluster), url, cluster)
+    out.print(f"dry run of study [bold]{escape(spec.name)}[/bold] · objective "
+                  f"{escape(spec.objective)}: the spec is valid; nothing started, nothing "
+                  "written")
+    out.print(f"cluster: {escape(cluster.describe())}")
+    for line in cost_lines(cost):
+        out.print(line, markup=False)
 
 
 UrlOpt = Annotated[str | None, typer.Option(
@@ -353,22 +418,30 @@ def report(
 def rulebook(
     objective: Annotated[str, typer.Option(
         help="built-in name or package.module:function")] = "digits_cnn",
-    budget: Annotated[str, typer.Option(help="small or full")] = "small",
+    budget: Annotated[str, typer.Option(
+        help="small, medium (seeds added in stages to undecided rules) or full")] = "small",
     rules: Annotated[str | None, typer.Option(
         help="comma-separated rule IDs, e.g. R1,R8 (default: all)")] = None,
     out: OutOpt = Path("reports"),
     storage: StorageOpt = None,
     ray_address: RayAddressOpt = None,
     progress: Annotated[bool, typer.Option(help="show each study's progress bar")] = False,
+    max_wall_s: Annotated[float | None, typer.Option(
+        help="no new look of seeds starts that would end past this (default: the budget's)"
+    )] = None,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Run every rule's study on one objective and write one combined report."""
     from service.rulebook.run import run_rulebook
 
+    if dry_run:
+        _dry_run_rulebook(objective, budget, rules, _storage(storage), ray_address)
+        return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         result = run_rulebook(
             objective, budget, rules.split(",") if rules else None, out, _storage(storage),
-            ray_address, show_progress=progress, console=console)
+            ray_address, show_progress=progress, console=console, max_wall_s=max_wall_s)
     except ValueError as err:
         console.print(f"[red]{escape(str(err))}[/red]")
         raise typer.Exit(2) from None
@@ -381,6 +454,40 @@ def rulebook(
     console.print(f"wall time {result.wall_s:.1f} s")
     console.print(f"report: {result.paths.markdown}")
     console.print(f"findings: {result.paths.json}")
+
+
+def _dry_run_rulebook(objective: str, budget: str, rules: str | None, url: str,
+                      ray_address: str | None) -> None:
+    """`rulebook --dry-run`: every rule study's plan and cost. Starts nothing."""
+    from service.rulebook.dry_run import plan_rulebook
+    from service.run.cost import cost_lines, total_lines
+
+    cluster = _cluster(ray_address)
+    try:
+        plan = plan_rulebook(objective, budget, rules.split(",") if rules else None, url,
+                             cluster)
+    except ValueError as err:
+        console.print(f"[red]{escape(str(err))}[/red]")
+        raise typer.Exit(2) from None
+    out = _table_console()
+    out.print(f"dry run of the rulebook on {escape(objective)} ({budget}): nothing "
+                  "started, nothing written")
+    out.print(f"cluster: {escape(cluster.describe())}")
+    for rule, why in plan.not_tested.items():
+        out.print(f"{rule}: not tested ({why})", markup=False)
+    for label, costs in plan.looks.items():
+        if label:
+            out.print(f"[bold]{escape(label)}[/bold]")
+        said: set[str] = set()  # a note every study shares ("no time estimate") once
+        for cost in costs:
+            for line in cost_lines(cost):
+                if line not in said:
+                    out.print(line, markup=False)
+                said.update([line] if line.startswith("  note:") else [])
+        for line in total_lines(costs):
+            out.print(line, markup=False)
+    for note in plan.notes:
+        out.print(f"note: {note}", markup=False)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,11 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from service.records import finite
+
 __all__ = [
-    "Budget", "Range", "Resources", "Scalar", "Search", "SpecError", "SpecProblem", "StudySpec",
-    "load_spec", "parse_spec", "read_yaml", "validate_spec",
+    "Budget", "Notify", "Range", "Resources", "Scalar", "Search", "SpecError", "SpecProblem",
+    "StudySpec", "load_spec", "parse_spec", "read_yaml", "validate_spec",
 ]
 
 # ── standard names (ARCHITECTURE.md, "Objective protocol") ─────────────────────────────────
@@ -131,8 +133,6 @@ class Budget(BaseModel):
 
     trials: int = Field(20, strict=True, ge=1, le=100_000, description="an integer, 1 to 100000")
     seeds: int = Field(0, strict=True, ge=0, le=1000, description="an integer, 0 to 1000")
-    max_concurrent: int = Field(2, strict=True, ge=1, le=1024, description="an integer, 1 to 1024")
-
     # Choosing each arm's configuration without tuning luck (RULES.md): when `seeds` > 0,
     # the top `candidates` tuning configurations are re-run on `candidate_seeds` seeds each
     # and the best mean is the one re-run on the `seeds` (candidates: 1 or candidate_seeds:
@@ -140,6 +140,8 @@ class Budget(BaseModel):
     candidates: int = Field(3, strict=True, ge=1, le=20, description="an integer, 1 to 20")
     candidate_seeds: int = Field(2, strict=True, ge=0, le=100,
                                  description="an integer, 0 to 100")
+    max_concurrent: int = Field(2, strict=True, ge=1, le=1024, description="an integer, 1 to 1024")
+
 
 class Search(BaseModel):
     """Which Optuna sampler proposes trials and which scheduler prunes them."""
@@ -166,6 +168,32 @@ class Resources(BaseModel):
         if gpu > 1 and not gpu.is_integer():
             raise ValueError("a GPU share above 1 must be a whole number of GPUs")
         return gpu
+
+
+class Notify(BaseModel):
+    """Where to tell that the study ended (done, failed or cancelled): a JSON POST."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhook: str | None = Field(None, description="an http:// or https:// URL")
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if url is None:
+            return url
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError as err:
+            raise ValueError(f"not a URL: {err}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if any(c.isspace() for c in url):
+            raise ValueError("a URL has no spaces")
+        return url
 
 
 _SEMANTICS_CHECKED = "semantics_checked"  # validation context key set by validate_spec
@@ -196,6 +224,19 @@ class StudySpec(BaseModel):
     budget: Budget = Field(default_factory=Budget, description="a mapping: trials, seeds, ...")
     search: Search = Field(default_factory=Search, description="a mapping: sampler, pruner, seed")
     resources: Resources = Field(default_factory=Resources, description="a mapping: cpu, gpu")
+    # Left out of every dump (exclude): a webhook URL often holds a secret (Slack's do), and
+    # a dump is what the study's attributes, the dashboard and the report's Reproduce section
+    # show; nor does a new URL make a resumed study a different one. The service's queue
+    # keeps it with `dump_for_queue`.
+    notify: Notify = Field(default_factory=Notify, exclude=True,
+                           description="a mapping: webhook")
+
+    def dump_for_queue(self) -> dict[str, Any]:
+        """The JSON dump with `notify` kept: what the service's queue stores for its worker."""
+        dump = self.model_dump(mode="json")
+        if self.notify.webhook:
+            dump["notify"] = {"webhook": self.notify.webhook}
+        return dump
 
     @field_validator("nuisance")
     @classmethod
@@ -343,7 +384,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return finite(value)  # the one rule (service.records): a real, finite int/float, no bool
 
 
 # The values a standard parameter takes; any other name belongs to a user objective and may
