@@ -137,8 +137,11 @@ class ArmSearch(OptunaSearch):
         storage = storage_of(self._ot_study)
         trials = self._ot_study.get_trials(deepcopy=False)
         rerun = {t.user_attrs.get(RERUN_OF) for t in trials}
+        queued = [t for t in trials if t.state == TrialState.WAITING and RERUN_OF in t.user_attrs]
+        to_rerun: list[optuna.trial.FrozenTrial] = []
+        waiting = {t.number for t in queued}
         for t in trials:
-            if t.state == TrialState.WAITING and RERUN_OF in t.user_attrs:
+            if t.number in waiting:
                 continue  # a re-run queued by an earlier resume, still to run
             reason = t.user_attrs.get("fail_reason")
             if t.state in (TrialState.RUNNING, TrialState.WAITING):
@@ -150,14 +153,23 @@ class ArmSearch(OptunaSearch):
                 # killed while its sampler was still choosing (some parameters missing)
                 # had no configuration yet: its budget goes to a fresh proposal.
                 if (t.user_attrs.get("role") != "seed" and t.number not in rerun
-                        and set(t.params) >= set(self._space)):
-                    self.enqueue_rerun(t.number, t.params)
+                        and set(_config_of(t, trials)) >= set(self._space)):
+                    to_rerun.append(t)
                 continue  # a seed re-run's seed is simply not done: it runs again
             if t.user_attrs.get("role") == "seed":
                 if t.state.is_finished():  # an error is final; only unfinished seeds rerun
                     self._rerun_finished(_rerun_key(t), t.value, t.user_attrs)
             else:
                 tune_done += 1
+        # Re-runs are the tuning budget left: never more than it (a resume may lower the
+        # budget), or a seed re-run's ask would take a queued tuning trial. One queued
+        # beyond it is cancelled; an unqueued one keeps its claim for a larger budget.
+        room = self.plan.trials_per_arm - tune_done
+        for t in queued[max(room, 0):]:
+            storage.set_trial_user_attr(trial_id_of(t), "fail_reason", CANCELLED)
+            storage.set_trial_state_values(trial_id_of(t), TrialState.FAIL)
+        for t in to_rerun[:max(room - len(queued), 0)]:
+            self.enqueue_rerun(t.number, _config_of(t, trials))
         return tune_done
 
     def enqueue_rerun(self, number: int, params: dict[str, Any]) -> None:
@@ -333,6 +345,15 @@ class ArmSearch(OptunaSearch):
             # GridSampler calls study.stop() when its grid is spent, which only works
             # inside study.optimize; the state is already stored by then.
             log.debug("tell: %s", exc)
+
+
+def _config_of(trial: optuna.trial.FrozenTrial,
+               trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
+    """A trial's configuration: its parameters, or, for a queued re-run that never ran
+    (cancelled before its ask), those of the trial it re-runs."""
+    while not trial.params and RERUN_OF in trial.user_attrs:
+        trial = trials[trial.user_attrs[RERUN_OF]]  # get_trials is in number order
+    return dict(trial.params)
 
 
 def _rerun_key(trial: optuna.trial.FrozenTrial) -> RerunKey:

@@ -208,3 +208,32 @@ def test_each_unfinished_trial_gets_one_rerun_however_often_the_run_is_resumed(s
         None: 2, 0: 1, 1: 1, rerun.number: 1}
     assert trials[-1].state == TrialState.WAITING
     assert trials[-1].system_attrs["fixed_params"] == trials[0].params
+
+
+def test_re_runs_never_exceed_the_tuning_budget_left(sqlite_url):
+    """A resume with a lower budget queues only what the budget has room for, so a seed
+    re-run's ask never takes a queued tuning trial; a larger budget later runs the rest."""
+    def spec_with(trials: int):
+        return validate_spec({**spec_dict("random", 0.0), "budget": {
+            "trials": trials, "seeds": 0, "max_concurrent": 1}})
+
+    storage = open_storage(sqlite_url)
+    plan = make_plan(spec_with(3))
+    StudySearch(plan, storage, Ledger("minimize"))
+    study = optuna.load_study(study_name="resume", storage=storage)
+    for _ in range(3):  # three tuning trials a dead driver left RUNNING
+        study.ask(plan.distributions(plan.arms[0])).set_user_attr("role", "tune")
+    StudySearch(make_plan(spec_with(3)), storage, Ledger("minimize"))
+    assert sum(t.state == TrialState.WAITING for t in study.get_trials()) == 3
+
+    StudySearch(make_plan(spec_with(1)), storage, Ledger("minimize"))  # budget lowered
+    trials = study.get_trials()
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert [t.user_attrs[RERUN_OF] for t in waiting] == [0]
+    assert sum(t.user_attrs.get("fail_reason") == "cancelled" for t in trials) == 2
+
+    StudySearch(make_plan(spec_with(3)), storage, Ledger("minimize"))  # and raised again
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert len(waiting) == 3 and waiting[0].user_attrs[RERUN_OF] == 0
+    assert [t.system_attrs["fixed_params"]["x"] for t in waiting] == [
+        t.params["x"] for t in study.get_trials()[:3]]
