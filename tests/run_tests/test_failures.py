@@ -100,6 +100,25 @@ def test_the_service_worker_marks_an_all_failed_study_failed_with_its_error(sqli
     assert row.error.startswith("every trial failed") and "ValueError: no data" in row.error
 
 
+def test_the_service_worker_fails_a_study_no_node_can_hold_within_seconds(sqlite_url,
+                                                                           tmp_path):
+    from service.server.queue import StudyQueue
+    from service.server.worker import Worker
+
+    spec = failing_spec("quadratic", tmp_path, nuisance={"x": {"low": 0.0, "high": 1.0}},
+                        fixed={}, search={"sampler": "random", "pruner": "none"},
+                        resources={"cpu": 1024, "gpu": 64})
+    queue = StudyQueue(sqlite_url).setup()
+    queue.submit("fails", spec.model_dump(mode="json"), 4)  # as a row the API let through
+    worker = Worker(queue, "w1", ray_address=None, reports_dir=tmp_path / "reports",
+                    heartbeat_s=1.0, allow_objectives=("toy_objectives",))
+    start = time.monotonic()
+    assert worker.run_one(queue.claim("w1")) == "failed"
+    assert time.monotonic() - start < 30
+    row = queue.get("fails")
+    assert row.state == "failed" and row.error.startswith("resources: a trial needs cpu 1024")
+
+
 def test_resources_no_node_can_hold_fail_fast_naming_the_largest_node(sqlite_url):
     cpus = ray.cluster_resources()["CPU"]
     spec = failing_spec("quadratic", Path("."), nuisance={"x": {"low": 0.0, "high": 1.0}},

@@ -18,10 +18,10 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 QUALITY = {q: 0.9 - (q - 0.6) ** 2 for q in (0.2, 0.5, 0.6, 0.8, 1.0)}
 
 
-def planted_spec(**budget):
+def planted_spec(arms: dict | None = None, **budget):
     return validate_spec({
         "name": "pick", "objective": "toy_objectives:noisy_quality", "metric": "val_accuracy",
-        "direction": "maximize",
+        "direction": "maximize", "scientific": arms or {},
         "nuisance": {"q": sorted(QUALITY)}, "fixed": {"epochs": 2, "lucky_q": 0.8},
         "budget": {"trials": 5, "seeds": 3, "max_concurrent": 2, **budget},
         "search": {"sampler": "grid", "pruner": "none", "seed": 0},
@@ -35,9 +35,12 @@ def by_stage(study: optuna.Study) -> dict[str | None, list[optuna.trial.FrozenTr
     return out
 
 
-def test_a_lucky_tuning_trial_is_not_chosen_the_best_mean_is(sqlite_url):
-    run_study(planted_spec(candidates=3, candidate_seeds=2), sqlite_url, show_progress=False)
-    study = optuna.load_study(study_name="pick", storage=sqlite_url)
+@pytest.mark.parametrize("arm", ["loss_tilt=0.0", "loss_tilt=0.001"])
+def test_a_lucky_tuning_trial_is_not_chosen_the_best_mean_is(sqlite_url, arm):
+    # Two arms (their val_loss tilts differ; their accuracies don't): each chooses alone.
+    run_study(planted_spec({"loss_tilt": [0.0, 0.001]}, candidates=3, candidate_seeds=2),
+              sqlite_url, show_progress=False)
+    study = optuna.load_study(study_name=f"pick[{arm}]", storage=sqlite_url)
     stages = by_stage(study)
     tune, select, evidence = stages[None], stages["select"], stages["evidence"]
     assert len(tune) == 5 and all(t.user_attrs["role"] == "tune" for t in tune)
