@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime
 
 import optuna
 import pytest
@@ -45,13 +44,17 @@ run_study(validate_spec(json.loads(sys.argv[1])), sys.argv[2], ray_address=sys.a
 """
 
 
-def spec_dict(sampler: str, sleep: float) -> dict:
+def spec_dict(sampler: str, sleep: float, gate: str | None = None) -> dict:
     # The grid's 6 points are the whole budget: a point run twice would leave one out.
     x = {"low": -2.0, "high": 3.0, "step": 1.0} if sampler == "grid" else {"low": -2.0,
                                                                            "high": 3.0}
     return {
         "name": "resume", "objective": "toy_objectives:quadratic", "metric": "val_loss",
-        "direction": "minimize", "nuisance": {"x": x}, "fixed": {"epochs": 2, "sleep": sleep},
+        "direction": "minimize", "nuisance": {"x": x},
+        # The gate (toy_objectives._gate) lets KILL_AFTER trials finish, then holds the
+        # others in their second epoch until it opens: the kill lands mid-trial, surely.
+        "fixed": {"epochs": 2, "sleep": sleep,
+                  **({"gate": gate, "gate_free": KILL_AFTER} if gate else {})},
         "budget": {"trials": BUDGET, "seeds": 0, "max_concurrent": 2},
         "search": {"sampler": sampler, "pruner": "none", "seed": 7},
     }
@@ -105,9 +108,11 @@ def repeats(trials: list[optuna.trial.FrozenTrial]) -> int:
 
 def kill_mid_trial(spec: dict, url: str) -> list[optuna.trial.FrozenTrial]:
     """Run `spec` in a driver process and SIGKILL it once KILL_AFTER trials are COMPLETE
-    and a trial has just started (each lasts 1 s of sleeps: it is surely mid-run)."""
+    and a trial waits at the gate (mid-run until the gate opens), then open the gate."""
     import json
+    from pathlib import Path
 
+    gate = Path(spec["fixed"]["gate"])
     address = ray.get_runtime_context().gcs_address
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(spec), url, address],
                               start_new_session=True, stdout=subprocess.DEVNULL,
@@ -117,14 +122,13 @@ def kill_mid_trial(spec: dict, url: str) -> list[optuna.trial.FrozenTrial]:
         while time.monotonic() < deadline and driver.poll() is None:
             trials = trials_of(url)
             done = sum(t.state == TrialState.COMPLETE for t in trials)
-            fresh = [t for t in trials if t.state == TrialState.RUNNING and t.datetime_start
-                     and (datetime.now() - t.datetime_start).total_seconds() < 0.4]
-            if done >= KILL_AFTER and fresh:
+            if done >= KILL_AFTER and any(gate.glob("waiting-*")):
                 break
             time.sleep(0.05)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         _, err = driver.communicate()
+        (gate / "open").touch()  # the resumed trials pass
     assert driver.returncode == -signal.SIGKILL, f"the driver ended by itself: {err[-2000:]}"
     return trials_of(url)
 
@@ -135,7 +139,7 @@ def test_a_killed_study_resumes_without_replaying_and_reruns_the_interrupted(
         request, tmp_path, sampler, storage):
     url = (f"sqlite:///{tmp_path / 'killed.db'}" if storage == "sqlite"
            else request.getfixturevalue("own_pg_url"))
-    spec = spec_dict(sampler, sleep=0.5)
+    spec = spec_dict(sampler, sleep=0.1, gate=str(tmp_path / "gate"))
     open_storage(url)  # the tables, before the driver and this poller race to create them
     before = kill_mid_trial(spec, url)
     finished = {t.number: t.params for t in before if t.state == TrialState.COMPLETE}

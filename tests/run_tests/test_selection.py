@@ -130,21 +130,25 @@ run_study(validate_spec(json.loads(sys.argv[1])), sys.argv[2], ray_address=sys.a
 
 
 @pytest.mark.slow
-def test_a_driver_killed_mid_selection_resumes_it_without_repeating_a_run(sqlite_url):
+def test_a_driver_killed_mid_selection_resumes_it_without_repeating_a_run(sqlite_url,
+                                                                             tmp_path):
     import json
     import os
     import signal
     import subprocess
     import sys
     import time
-    from datetime import datetime
 
     import ray
 
     from service.store.storage import open_storage
 
     spec = planted_spec(candidates=3, candidate_seeds=2).model_dump(mode="json")
-    spec["fixed"].update(epochs=4, sleep=0.25)
+    # The gate (toy_objectives._gate) lets 2 candidate runs (seeds >= 2000) finish and holds
+    # the next ones in their second epoch until it opens: the kill lands mid-selection.
+    gate = tmp_path / "gate"
+    spec["fixed"].update(epochs=2, sleep=0.05, gate=str(gate), gate_free=2,
+                         gate_from_seed=2000)
     storage = open_storage(sqlite_url)
 
     def trials() -> list[optuna.trial.FrozenTrial]:
@@ -158,17 +162,17 @@ def test_a_driver_killed_mid_selection_resumes_it_without_repeating_a_run(sqlite
          ray.get_runtime_context().gcs_address],
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
-    try:  # kill it once 2 candidate runs are done and another has just started (1 s long)
+    try:  # kill it once 2 candidate runs are done and another waits at the gate
         while time.monotonic() < deadline and driver.poll() is None:
             select = [t for t in trials() if t.user_attrs.get("stage") == "select"]
-            fresh = [t for t in select if t.state == TrialState.RUNNING
-                     and (datetime.now() - t.datetime_start).total_seconds() < 0.5]
-            if sum(t.state == TrialState.COMPLETE for t in select) >= 2 and fresh:
+            if (sum(t.state == TrialState.COMPLETE for t in select) >= 2
+                    and any(gate.glob("waiting-*"))):
                 break
             time.sleep(0.05)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         _, err = driver.communicate()
+        (gate / "open").touch()
     assert driver.returncode == -signal.SIGKILL, err[-2000:]
     before = {t.number: t.state for t in trials()}
 
