@@ -359,7 +359,7 @@ def _config_of(trial: optuna.trial.FrozenTrial,
 def _rerun_key(trial: optuna.trial.FrozenTrial) -> RerunKey:
     stage = stage_of(trial) or EVIDENCE
     candidate = trial.user_attrs.get(CANDIDATE) if stage == SELECT else None
-    return stage, candidate, int(trial.params["seed"])
+    return stage, candidate, int(trial.params.get("seed", -1))
 
 
 def _jsonable(value: Any) -> Any:
