@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -29,6 +30,32 @@ def ray_session():
     ensure_ray(None)
     yield ray
     stop_ray()
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int, cpus: int):
+    """A simulated Ray cluster on this one machine: a head with 0 CPUs (it only schedules)
+    and `nodes` worker nodes of `cpus` CPUs each, joined by this process as a driver.
+    Afterwards the session gets its in-process Ray back if it had one: later tests
+    (`ray_session`'s and those that call the runner directly) expect it."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from service.run.runner import ensure_ray, stop_ray
+
+    had_ray = ray.is_initialized()
+    stop_ray()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        workers = [cluster.add_node(num_cpus=cpus) for _ in range(nodes)]
+        cluster.wait_for_nodes()
+        ensure_ray(cluster.address)
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if had_ray:
+            ensure_ray(None)
 
 
 @pytest.fixture

@@ -15,14 +15,12 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-import ray
 from optuna.trial import TrialState
-from ray.cluster_utils import Cluster
 
 from service.run.checkpoints import META_FILE, TrialCheckpoint, takes_checkpoint
-from service.run.runner import ensure_ray, run_study, stop_ray
+from service.run.runner import run_study
 from service.spec import validate_spec
-from tests.conftest import run_cli
+from tests.conftest import local_cluster, run_cli
 
 EPOCHS = 8
 
@@ -179,17 +177,8 @@ def test_finished_trials_leave_no_checkpoint(ray_session, sqlite_url, tmp_path):
 @pytest.fixture
 def cluster():
     """Head (0 CPUs: it only schedules) + two 1-CPU worker nodes, on this one machine."""
-    had_ray = ray.is_initialized()
-    stop_ray()  # the session's in-process Ray, if a test started it
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    workers = [c.add_node(num_cpus=1) for _ in range(2)]
-    c.wait_for_nodes()
-    ensure_ray(c.address)
-    yield c, workers
-    ray.shutdown()
-    c.shutdown()
-    if had_ray:  # later tests of the session expect the Ray they had
-        ensure_ray(None)
+    with local_cluster(nodes=2, cpus=1) as (c, workers):
+        yield c, workers
 
 
 def _raylet_pid(node) -> int:

@@ -16,11 +16,11 @@ import optuna
 import pytest
 import ray
 from optuna.trial import TrialState
-from ray.cluster_utils import Cluster
 
-from service.run.runner import ensure_ray, run_study
+from service.run.runner import run_study
 from service.spec import validate_spec
 from service.store.storage import open_storage
+from tests.conftest import local_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +38,8 @@ def toy_spec(trials: int, concurrent: int, sleep: float, epochs: int = 4):
 @pytest.fixture
 def cluster():
     """Head (0 CPUs: it only schedules) + two 2-CPU worker nodes, on this one machine."""
-    ray.shutdown()  # the session's in-process Ray, if a test started it
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    workers = [c.add_node(num_cpus=2) for _ in range(2)]
-    c.wait_for_nodes()
-    ensure_ray(c.address)
-    yield c, workers
-    ray.shutdown()
-    c.shutdown()
+    with local_cluster(nodes=2, cpus=2) as (c, workers):
+        yield c, workers
 
 
 def complete_trials(url: str, name: str = "scale") -> list[optuna.trial.FrozenTrial]:

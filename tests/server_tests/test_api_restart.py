@@ -66,14 +66,19 @@ def crash_and_resume(cwd: Path, storage: str) -> None:
         seeds = [t for t in trials if t.user_attrs.get("role") == "seed"
                  and t.state == TrialState.COMPLETE]
         assert len(tune) == TRIALS
-        assert sorted(t.params["seed"] for t in seeds) == [1000, 1001]
+        # The selection protocol's candidate re-runs (the top 3 configurations on 2 seeds
+        # each, stage "select"), then the chosen one on the evidence seeds.
+        select = [t for t in seeds if t.user_attrs.get("stage") == "select"]
+        evidence = [t for t in seeds if t.user_attrs.get("stage") != "select"]
+        assert len(select) == 3 * 2
+        assert sorted(t.params["seed"] for t in evidence) == [1000, 1001]
         failed = [t for t in trials if t.state == TrialState.FAIL]
         assert failed, "the trials running at the kill are recorded"
         assert all(t.user_attrs.get("fail_reason") == "interrupted" for t in failed)
         assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-        assert len(trials) == TRIALS + SEEDS + len(failed)
-        assert study["progress"] == {"finished": TRIALS + SEEDS, "total": TRIALS + SEEDS,
-                                     "fraction": 1.0}
+        finished = TRIALS + len(select) + SEEDS
+        assert len(trials) == finished + len(failed)
+        assert study["progress"] == {"finished": finished, "total": finished, "fraction": 1.0}
         assert study["counts"]["retried"] == len(failed)
         assert (cwd / "reports" / f"{name}.md").is_file()
     finally:
