@@ -537,6 +537,18 @@ def _semantic_problems(data: dict[str, Any]) -> list[SpecProblem]:
     for name, value in sections["fixed"].items():
         problems += _value_problems(f"fixed.{name}", name, value, epochs)
 
+    # Seed re-runs set `seed` themselves: a spec that also sets or searches it would run
+    # every re-run on one seed and call their spread the seeds' spread.
+    budget = data.get("budget")
+    seeds = budget.get("seeds") if isinstance(budget, dict) else None
+    if _is_int(seeds) and seeds > 0:
+        for section in ("scientific", "nuisance", "fixed"):
+            if "seed" in sections[section]:
+                problems.append(SpecProblem(
+                    f"{section}.seed", sections[section]["seed"],
+                    "no seed parameter when budget.seeds > 0",
+                    "the seed re-runs choose the seed; remove it or set budget.seeds: 0"))
+
     metric, direction = data.get("metric", "val_accuracy"), data.get("direction", "maximize")
     wanted = METRIC_DIRECTIONS.get(metric) if isinstance(metric, str) else None
     if wanted and direction in ("maximize", "minimize") and direction != wanted:

@@ -124,12 +124,16 @@ def arm_table_lines(data: StudyData) -> list[str]:
     n, _ = split_size([t for arm in data.arms for t in arm.trials], data.metric)
     for arm in data.arms:
         best = data.best_tune(arm)
+        chosen = arm.chosen(data.direction)
         seeds = [t.value for t in arm.seeds() if finite(t.value)]
         sd = statistics.stdev(seeds) if len(seeds) > 1 else None
         rows.append({
             "arm": arm.label or data.name,
             f"best tune {data.metric}": None if best is None else best.value,
-            "best params": "" if best is None else _params_text(best, _searched(data, [best])),
+            # The seed mean belongs to the configuration the seeds re-ran, which the
+            # selection may have chosen over the single best tuning trial.
+            "seeds re-ran": "" if chosen is None
+            else _params_text(chosen, _searched(data, [chosen])),
             "seed mean": statistics.fmean(seeds) if seeds else None,
             "seed sd": sd, "n seeds": len(seeds),
             "tune trials": sum(t.user_attrs.get("role") != "seed" for t in arm.trials),
@@ -153,7 +157,9 @@ def arms_lines(data: StudyData, plot_dir: Path, rel: str) -> list[str]:
     """A study with arms: the per-arm table, the isolation plot and learning curves."""
     lines = ["## Arms", "", *arm_table_lines(data), "",
              "Each arm had its own search over the nuisance parameters with the same budget; "
-             "the seed re-runs repeat each arm's best configuration with new seeds.", ""]
+             "the seed re-runs repeat each arm's chosen configuration with new seeds: the "
+             "best mean of its top tuning configurations re-run on candidate seeds "
+             "(`selection`), or its best tuning trial where nothing was selected.", ""]
     plots.isolation_plot(data.arms, plot_dir / "isolation.png", metric=data.metric,
                          direction=data.direction)
     plots.learning_curves({a.label or data.name: a.trials for a in data.arms},

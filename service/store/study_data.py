@@ -78,6 +78,13 @@ class ArmData:
         """The arm's best COMPLETE tuning trial with a finite value (`best_tune_of`)."""
         return best_tune_of(self.trials, direction)
 
+    def chosen(self, direction: str) -> FrozenTrial | None:
+        """The tuning trial whose configuration the evidence seeds re-ran: the one the
+        selection chose (best mean over candidate seeds), else the best tuning trial."""
+        number = (self.selection or {}).get("chosen_trial")
+        picked = [t for t in self.trials if t.number == number] if number is not None else []
+        return picked[0] if picked else self.best_tune(direction)
+
     def ranked_tune(self, direction: str) -> list[FrozenTrial]:
         """The arm's COMPLETE tuning trials with a finite value, best first (`ranked_tune`)."""
         return ranked_tune(self.trials, direction)

@@ -497,3 +497,15 @@ def test_an_objective_check_replaces_the_import_and_is_named_with_the_rest():
             validate_spec({**data, "objective": odd}, check_objective=refuse)
         assert "objective" in {p.path for p in err.value.problems}
     assert seen == ["this:s"]
+
+
+@pytest.mark.parametrize("section, value", [("fixed", 3), ("nuisance", [1, 2])])
+def test_a_seed_parameter_with_seed_reruns_is_refused(section, value):
+    """Seed re-runs set `seed` themselves: a spec fixing it would re-run one seed."""
+    data = {"name": "s", "objective": "digits_cnn", section: {"seed": value},
+            "budget": {"trials": 2, "seeds": 2}}
+    with pytest.raises(SpecError) as err:
+        validate_spec(data, check_objective=False)
+    assert [p.path for p in err.value.problems] == [f"{section}.seed"]
+    data["budget"]["seeds"] = 0
+    assert validate_spec(data, check_objective=False).budget.seeds == 0

@@ -120,3 +120,13 @@ def test_an_arms_selection_is_read_with_its_trials(sqlite_url):
     chosen = {"candidates_per_arm": 3, "seeds_per_candidate": 2, "chosen_trial": 0}
     study.set_user_attr("selection", chosen)
     assert load_study_data(sqlite_url, "s").arms[0].selection == chosen
+
+
+def test_the_chosen_configuration_is_the_selections_else_the_best(sqlite_url):
+    """The evidence seeds re-ran the configuration the selection chose, which need not be
+    the single best tuning trial (that one may be a lucky draw)."""
+    arm = arm_of(sqlite_url, "maximize", [(C, 0.9, 0.01, TUNE), (C, 0.8, 0.02, TUNE)])
+    assert arm.chosen("maximize").number == 0
+    study = optuna.load_study(study_name="s", storage=sqlite_url)
+    study.set_user_attr("selection", {"chosen_trial": 1})
+    assert load_study_data(sqlite_url, "s").arms[0].chosen("maximize").number == 1
