@@ -1,6 +1,6 @@
 """The API's contract: request and response bodies (OpenAPI at /openapi.json).
 
-`StudyCreate` is the ◆ study spec itself (service/spec.py), sent as YAML or JSON. Responses
+`StudyCreate` is the ◆ study spec itself (service/spec/), sent as YAML or JSON. Responses
 are the `Study*Public` family; a rejected spec is `SpecProblemsPublic`, the same problems
 `liandan run` prints.
 """

@@ -1,6 +1,6 @@
 """A submitted spec, from the raw request body to a validated StudySpec.
 
-The same validation as `liandan run` (service/spec.py) with guards for text that comes off
+The same validation as `liandan run` (service/spec/) with guards for text that comes off
 the network: the body is bounded before it is read whole; YAML anchors and aliases are
 refused (an alias bomb expands kilobytes into gigabytes), and so are nesting deeper than any
 spec needs (PyYAML builds nested nodes recursively) and more nodes than any spec has, all
