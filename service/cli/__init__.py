@@ -7,16 +7,26 @@ from typing import Annotated
 
 import optuna
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from service.cli.views import (
+    api,
+    api_status,
+    client,
+    console,
+    dry_run_rulebook,
+    dry_run_study,
+    fmt,
+    notify_end,
+    status_table,
+    table_console,
+)
 from service.spec import SpecError, load_spec
 from service.store.storage import default_storage_url, describe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="liandan (炼丹): hyperparameter studies on Optuna + Ray Tune.")
-console = Console()
 
 StorageOpt = Annotated[str | None, typer.Option(
     "--storage", help="Optuna storage URL (default: sqlite file liandan.db here, "
@@ -37,33 +47,6 @@ DASHBOARD_PORT = 8080
 
 def _storage(url: str | None) -> str:
     return url or default_storage_url()
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
-
-
-def _status_table(statuses) -> Table:
-    table = Table(title="studies")
-    table.add_column("study [arm]")
-    table.add_column("trials c/p/f · div")
-    table.add_column("best (tune)")
-    table.add_column("seeds mean±sd")
-    table.add_column("best params", overflow="fold")
-    for st in statuses:
-        for arm in st.arms:
-            c, best = arm.counts, arm.best
-            seeds = "—" if arm.seed_mean is None else (
-                f"{arm.seed_mean:.4g}±{_fmt(arm.seed_sd)} n={len(arm.seed_values)}")
-            params = "" if best is None else " ".join(
-                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in best.params.items() if k in st.searched)
-            running = f" · {c['RUNNING']} running" if c["RUNNING"] else ""
-            table.add_row(
-                escape(st.name + (f" [{arm.arm}]" if arm.arm else "")),
-                f"{c['COMPLETE']}/{c['PRUNED']}/{c['FAIL']} · {c['diverged']}{running}",
-                _fmt(None if best is None else best.value), seeds, params)
-    return table
 
 
 @app.command()
@@ -90,7 +73,7 @@ def run(
         raise typer.Exit(2) from None
     url = _storage(storage)
     if dry_run:
-        _dry_run_study(spec, url, ray_address)
+        dry_run_study(spec, url, ray_address)
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says it better
     console.print(f"study [bold]{escape(spec.name)}[/bold] · objective {spec.objective} · "
@@ -101,15 +84,15 @@ def run(
     except (StudyConflict, Unschedulable) as err:
         console.print(f"[red]{escape(str(err))}[/red]")
         if isinstance(err, Unschedulable):  # it was to run and cannot: failed, as in serve
-            _notify_end(spec, url, "failed", error=str(err))
+            notify_end(spec, url, "failed", error=str(err))
         raise typer.Exit(2) from None
     except StudyFailed as err:  # every trial failed: nothing measured, no report to write
         console.print(f"[red]study {escape(spec.name)} failed: {escape(str(err))}[/red]")
-        _notify_end(spec, url, "failed", error=str(err))
+        notify_end(spec, url, "failed", error=str(err))
         raise typer.Exit(1) from None
     if result.started == 0:
         console.print("nothing to run: every trial of this study is already recorded")
-    console.print(_status_table(study_statuses(url, spec.name)))
+    console.print(status_table(study_statuses(url, spec.name)))
     console.print(f"wall time {result.wall_s:.1f} s")
     console.print(f"results: {describe(url)} (study {spec.name!r})")
     if report:
@@ -123,64 +106,12 @@ def run(
             console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"dashboard: liandan dashboard --storage '{url}'  → "
                   f"http://127.0.0.1:{DASHBOARD_PORT}/")
-    _notify_end(spec, url, "done", report=str(paths.markdown.resolve()) if report else None)
-
-
-def _notify_end(spec, url: str, state: str, **outcome) -> None:
-    """POST the study's end to its `notify.webhook` (service.run.notify): after the study, so
-    it never holds one up, and bounded (3 tries); an undelivered one is said, not fatal."""
-    if not spec.notify.webhook:
-        return
-    from service.run.notify import notify, redacted, study_outcome
-
-    for sent in notify([spec.notify.webhook], study_outcome(url, spec.name, state, **outcome)):
-        if sent.ok:
-            console.print(f"notified {escape(redacted(sent.url))} ({state})")
-        else:
-            console.print(f"[yellow]notification to {escape(redacted(sent.url))} not "
-                          f"delivered after {sent.tries} tries: {escape(sent.error or '')}"
-                          "[/yellow]")
-
-
-def _cluster(ray_address: str | None):
-    """The cluster a dry run prices against: this machine, or the Ray cluster's nodes."""
-    from service.run.cost import local_cluster, ray_cluster
-
-    if not ray_address:
-        return local_cluster()
-    try:
-        return ray_cluster(ray_address)
-    except Exception as err:  # noqa: BLE001 - any failure to join is "cannot reach it"
-        console.print(f"[red]cannot read the Ray cluster at {escape(ray_address)}: "
-                      f"{escape(f'{type(err).__name__}: {err}')}[/red]")
-        raise typer.Exit(2) from None
-
-
-def _dry_run_study(spec, url: str, ray_address: str | None) -> None:
-    """`run --dry-run`: the spec is valid; its plan, resources and cost. Starts nothing."""
-    from service.plan import make_plan
-    from service.run.cost import cost_lines, estimate, study_cost
-
-    cluster = _cluster(ray_address)
-    out = _table_console()  # piped: whole lines, as a program reading them wants
-    cost = estimate(study_cost(make_plan(spec), cluster), url, cluster)
-    out.print(f"dry run of study [bold]{escape(spec.name)}[/bold] · objective "
-                  f"{escape(spec.objective)}: the spec is valid; nothing started, nothing "
-                  "written")
-    out.print(f"cluster: {escape(cluster.describe())}")
-    for line in cost_lines(cost):
-        out.print(line, markup=False)
+    notify_end(spec, url, "done", report=str(paths.markdown.resolve()) if report else None)
 
 
 UrlOpt = Annotated[str | None, typer.Option(
     "--url", help="the liandan API (`liandan serve`), e.g. http://127.0.0.1:8000; token from "
     "$LIANDAN_TOKEN or ./.liandan-token")]
-
-
-def _table_console() -> Console:
-    """The console for tables: on a terminal, its width; piped (to grep, a file, a program),
-    one row per line, never wrapped at rich's 80-column default for non-terminals."""
-    return console if console.is_terminal else Console(width=100_000)
 
 
 @app.command()
@@ -192,7 +123,7 @@ def status(
     """Trial counts, best trials and seed re-runs of the studies in the storage (or, with
     --url, the service's view: queue state, progress, best trial)."""
     if url:
-        _api_status(url, study)
+        api_status(url, study)
         return
     from service.store.status import study_statuses
 
@@ -200,7 +131,7 @@ def status(
     if not statuses:
         console.print(f"no study {study!r}" if study else "no studies yet")
         raise typer.Exit(1 if study else 0)
-    _table_console().print(_status_table(statuses))
+    table_console().print(status_table(statuses))
 
 
 @app.command()
@@ -287,65 +218,6 @@ def serve(
         allow_objectives=tuple(allow_objective) if allow_objective else None))
 
 
-def _client(url: str | None):
-    from service.client import DEFAULT_URL, ApiClient
-    from service.server.token import find_token
-
-    return ApiClient(url or DEFAULT_URL, find_token())
-
-
-def _api(call, where: str = "the service"):
-    """`call()` against the API; a refusal or an unreachable service exits 2 with the reason."""
-    from service.client import ApiError
-
-    try:
-        return call()
-    except ApiError as err:
-        _api_error(err)
-    except OSError as err:
-        console.print(f"[red]cannot reach {escape(where)}: {escape(str(err))}[/red]")
-        raise typer.Exit(2) from None
-
-
-def _api_error(err) -> None:
-    if err.status == 422 and isinstance(err.detail, list):
-        console.print(f"[red]invalid spec[/red] ({len(err.detail)} problems):")
-        for p in err.detail:
-            console.print(f"{p.get('path')}: {p.get('message')} (got {p.get('value')!r}; "
-                          f"allowed: {p.get('allowed')})", markup=False)
-    else:
-        console.print(f"[red]HTTP {err.status}: {escape(str(err.detail))}[/red]")
-    raise typer.Exit(2)
-
-
-def _api_status(url: str, study: str | None) -> None:
-    rows = _api(lambda: [_client(url).study(study)] if study else _client(url).studies(), url)
-    if not rows:
-        console.print("no studies yet")
-        return
-    table = Table(title=f"studies at {escape(url)}")
-    for column in ("study", "state", "trials c/p/f · running", "progress", "best", "updated"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        c = row["counts"]
-        progress = row.get("progress")
-        table.add_row(
-            escape(row["name"]), row["state"] + (" (cancel requested)"
-                                                 if row.get("cancel_requested") else ""),
-            f"{c['complete']}/{c['pruned']}/{c['fail']} · {c['running']}",
-            f"{progress['finished']}/{progress['total']}" if progress else "",
-            _fmt(row["best_value"]), row["updated"][:19])
-    out = _table_console()
-    out.print(table)
-    if study:
-        row = rows[0]
-        if row.get("best_trial"):
-            out.print(f"best trial: {row['best_trial']}", markup=False)
-        if row.get("error"):
-            out.print(f"[yellow]{escape(row['error'])}[/yellow]")
-        out.print(f"dashboard: {row['dashboard_url']}  report: {row['report_url']}")
-
-
 @app.command()
 def submit(
     spec_path: Annotated[Path, typer.Argument(help="study spec (YAML)", metavar="SPEC")],
@@ -357,7 +229,7 @@ def submit(
     except (OSError, UnicodeDecodeError) as err:
         console.print(f"[red]cannot read {escape(str(spec_path))}: {escape(str(err))}[/red]")
         raise typer.Exit(2) from None
-    created = _api(lambda: _client(url).submit(text))
+    created = api(lambda: client(url).submit(text))
     console.print(f"study [bold]{escape(created['name'])}[/bold]: {created['state']}")
     console.print(f"dashboard: {created['dashboard_url']}")
     console.print(f"report (when done): {created['report_url']}")
@@ -369,7 +241,7 @@ def cancel(
     url: UrlOpt = None,
 ) -> None:
     """Cancel a queued or running study in the service."""
-    row = _api(lambda: _client(url).cancel(study))
+    row = api(lambda: client(url).cancel(study))
     pending = " (stopping its trials)" if row["state"] == "running" else ""
     console.print(f"study [bold]{escape(row['name'])}[/bold]: {row['state']}{pending}")
 
@@ -381,7 +253,7 @@ def resume(
 ) -> None:
     """Queue a cancelled or failed study in the service again: finished trials are kept,
     the rest of its budget runs."""
-    row = _api(lambda: _client(url).resume(study))
+    row = api(lambda: client(url).resume(study))
     console.print(f"study [bold]{escape(row['name'])}[/bold]: {row['state']} "
                   f"({row['progress']['finished']}/{row['progress']['total']} trials done)")
 
@@ -435,7 +307,7 @@ def rulebook(
     from service.rulebook.run import run_rulebook
 
     if dry_run:
-        _dry_run_rulebook(objective, budget, rules, _storage(storage), ray_address)
+        dry_run_rulebook(objective, budget, rules, _storage(storage), ray_address)
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -449,46 +321,8 @@ def rulebook(
     for column in ("rule", "verdict", "effect", "p (Holm)", "evidence"):
         table.add_column(column, overflow="fold")
     for f in result.findings:
-        table.add_row(f.rule, f.verdict, _fmt(f.effect), _fmt(f.p_adjusted), escape(f.evidence))
+        table.add_row(f.rule, f.verdict, fmt(f.effect), fmt(f.p_adjusted), escape(f.evidence))
     console.print(table)
     console.print(f"wall time {result.wall_s:.1f} s")
     console.print(f"report: {result.paths.markdown}")
     console.print(f"findings: {result.paths.json}")
-
-
-def _dry_run_rulebook(objective: str, budget: str, rules: str | None, url: str,
-                      ray_address: str | None) -> None:
-    """`rulebook --dry-run`: every rule study's plan and cost. Starts nothing."""
-    from service.rulebook.dry_run import plan_rulebook
-    from service.run.cost import cost_lines, total_lines
-
-    cluster = _cluster(ray_address)
-    try:
-        plan = plan_rulebook(objective, budget, rules.split(",") if rules else None, url,
-                             cluster)
-    except ValueError as err:
-        console.print(f"[red]{escape(str(err))}[/red]")
-        raise typer.Exit(2) from None
-    out = _table_console()
-    out.print(f"dry run of the rulebook on {escape(objective)} ({budget}): nothing "
-                  "started, nothing written")
-    out.print(f"cluster: {escape(cluster.describe())}")
-    for rule, why in plan.not_tested.items():
-        out.print(f"{rule}: not tested ({why})", markup=False)
-    for label, costs in plan.looks.items():
-        if label:
-            out.print(f"[bold]{escape(label)}[/bold]")
-        said: set[str] = set()  # a note every study shares ("no time estimate") once
-        for cost in costs:
-            for line in cost_lines(cost):
-                if line not in said:
-                    out.print(line, markup=False)
-                said.update([line] if line.startswith("  note:") else [])
-        for line in total_lines(costs):
-            out.print(line, markup=False)
-    for note in plan.notes:
-        out.print(f"note: {note}", markup=False)
-
-
-if __name__ == "__main__":
-    app()
