@@ -58,7 +58,7 @@ def driver_per_trial() -> dict:
 
     from service.plan import make_plan
     from service.run.ledger import Ledger
-    from service.run.search import StudySearch
+    from service.run.study_search import StudySearch
     from service.run.trainable import STEP_KEY
     from service.spec import validate_spec
     from service.store.storage import open_storage

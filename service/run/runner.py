@@ -32,7 +32,7 @@ from service.run.checkpoints import CheckpointCleanup, checkpoint_storage
 from service.run.ledger import DriverOnly, Ledger
 from service.run.progress import ProgressCallback
 from service.run.schedulers import PerArmScheduler
-from service.run.search import StudySearch
+from service.run.study_search import StudySearch
 from service.run.trainable import run_trial
 from service.spec import StudySpec
 from service.store.storage import open_storage

@@ -56,7 +56,7 @@ def _trial(plan, arm, lr: float, seed: int, role: str, value: float):
 
 def test_an_identical_arm_is_copied_and_the_runner_finds_it_done(tmp_path):
     from service.run.ledger import Ledger
-    from service.run.search import StudySearch
+    from service.run.study_search import StudySearch
 
     url = f"sqlite:///{tmp_path / 'share.db'}"
     storage = open_storage(url)

@@ -26,7 +26,8 @@ from optuna.trial import TrialState
 from service.plan import make_plan
 from service.run.ledger import Ledger
 from service.run.runner import run_study
-from service.run.search import RERUN_OF, StudySearch
+from service.run.search import RERUN_OF
+from service.run.study_search import StudySearch
 from service.spec import validate_spec
 from service.store.storage import open_storage
 
