@@ -16,14 +16,14 @@ __all__ = ["TOKEN_FILE", "ensure_token", "find_token"]
 TOKEN_FILE = Path(".liandan-token")
 
 
+def _stored_token(token_file: Path) -> str:
+    """The token written in `token_file`, or "" when there is none."""
+    return token_file.read_text().strip() if token_file.is_file() else ""
+
+
 def find_token() -> str | None:
     """The client's token: `LIANDAN_TOKEN`, else the token file, else None."""
-    token = os.environ.get("LIANDAN_TOKEN")
-    if token:
-        return token
-    if TOKEN_FILE.is_file():
-        return TOKEN_FILE.read_text().strip() or None
-    return None
+    return os.environ.get("LIANDAN_TOKEN") or _stored_token(TOKEN_FILE) or None
 
 
 def ensure_token(settings: Settings, token_file: Path = TOKEN_FILE) -> Settings:
@@ -33,7 +33,7 @@ def ensure_token(settings: Settings, token_file: Path = TOKEN_FILE) -> Settings:
 
     if settings.token is not None:
         return settings
-    token = token_file.read_text().strip() if token_file.is_file() else ""
+    token = _stored_token(token_file)
     if len(token) < 32:
         token = secrets.token_urlsafe(32)
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
