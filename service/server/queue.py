@@ -271,9 +271,9 @@ class StudyQueue:
         with self.engine.begin() as conn:
             names = list(conn.execute(
                 sa.select(Q.name).where(Q.state == "running", condition)).scalars())
-            for name in names:
+            if names:
                 # A study whose cancel was pending is cancelled, not run again.
-                conn.execute(QUEUE_TABLE.update().where(Q.name == name, Q.state == "running")
+                conn.execute(QUEUE_TABLE.update().where(Q.name.in_(names), Q.state == "running")
                              .values(state=sa.case((Q.cancel_requested, "cancelled"),
                                                    else_="queued"),
                                      worker_id=None, heartbeat=None, updated=_now(),
