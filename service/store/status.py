@@ -75,8 +75,10 @@ def study_statuses(storage: Any, name: str | None = None) -> list[StudyStatus]:
     """Every liandan study in `storage` (or the one called `name`), arms grouped."""
     groups: dict[str, list[Any]] = {}
     specs: dict[str, dict] = {}
+    # One storage for the listing and every arm (a URL would open an engine per arm).
+    storage = optuna.storages.get_storage(storage)
     # get_all_studies reads study rows only; get_all_study_summaries reads every trial.
-    for summary in optuna.storages.get_storage(storage).get_all_studies():
+    for summary in storage.get_all_studies():
         spec = summary.user_attrs.get("spec")
         spec_name = summary.user_attrs.get("spec_name", summary.study_name)
         if name is not None and spec_name != name:
