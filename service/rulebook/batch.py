@@ -56,6 +56,15 @@ def _chosen_lr(arm: ArmData, direction: str) -> float | None:
     return records.number(params.get("lr"))
 
 
+def _log2_positive(data: BatchArms, name: str) -> list[list[float]]:
+    """log2 of each arm's positive `name` values over its usable evidence runs at the end."""
+    out = []
+    for _, arm in data.arms:
+        values = attr(usable(data.seeds(arm), data.end), name)
+        out.append(list(np.log2(values[values > 0])))
+    return out
+
+
 def _lack_of_fit(part: Part, trend: stats.ArmTrend | None) -> str:
     if trend is None or trend.lack_of_fit is None:
         return "lack of fit not testable (needs 2 seeds in some arm)"
@@ -96,11 +105,7 @@ class SmallBatchLossNoise(RuleCheck):
 
     def oscillation(self, data: BatchArms) -> list[list[float]]:
         """log2 loss oscillation of each arm's evidence runs at the last epoch."""
-        out = []
-        for _, arm in data.arms:
-            osc = attr(usable(data.seeds(arm), data.end), "loss_oscillation")
-            out.append(list(np.log2(osc[osc > 0])))
-        return out
+        return _log2_positive(data, "loss_oscillation")
 
     def estimate(self, data: BatchArms) -> list[Part]:
         return [trend(data, "oscillation falls faster than batch^-0.5",
@@ -213,11 +218,7 @@ class LargeBatchNeedsMoreEpochs(RuleCheck):
     @staticmethod
     def epoch_time(data: BatchArms) -> list[list[float]]:
         """log2 seconds per epoch of the runs that finished (a diverged run's is partial)."""
-        out = []
-        for _, arm in data.arms:
-            sec = attr(usable(data.seeds(arm), data.end), "epoch_time_s")
-            out.append(list(np.log2(sec[sec > 0])))
-        return out
+        return _log2_positive(data, "epoch_time_s")
 
     def estimate(self, data: BatchArms) -> list[Part]:
         return [trend(data, "epochs to target rise with batch size", "epochs to target",
