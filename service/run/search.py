@@ -48,7 +48,6 @@ from service.run.selection import (
 from service.run.trainable import EPOCHS_KEY, ERROR_KEY, STEP_KEY
 from service.store.optuna_adapter import storage_of, trial_id_of
 from service.store.storage import write_trial
-from service.store.study_data import best_tune_of
 
 log = logging.getLogger(__name__)
 
@@ -264,11 +263,6 @@ class ArmSearch(OptunaSearch):
         epochs = params.get("epochs", self.plan.max_epochs)
         self.ledger.trials[trial_id] = TrialInfo(self.arm, role, ot_trial, epochs)
         return params
-
-    def best_tune_trial(self) -> optuna.trial.FrozenTrial | None:
-        return best_tune_of(self._ot_study.get_trials(deepcopy=False,
-                                                      states=(TrialState.COMPLETE,)),
-                            self.plan.spec.direction)
 
     # -- results ------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
